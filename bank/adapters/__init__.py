@@ -1,0 +1,1 @@
+"""Adapters: SQL storage, clock, ids."""

@@ -1,0 +1,390 @@
+"""SQL storage: engine set-up, the unit of work and the ledger repository (SQLAlchemy Core).
+
+Concurrency. Every write transaction first locks the single `ledger_head` row (`SELECT ... FOR
+UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite). Writers are therefore serialised, which
+gives dense entry positions and audit indices in commit order, strictly increasing recorded
+times, and no lost update or overdraft through a race, with one lock order for every process
+and so no deadlock. The cost of serialising is shared by batching (several transfers per
+transaction). Serialisation failures and deadlocks, should the engine report them anyway, become
+`Aborted`, which `bank.app.unit.run_command` retries a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    and_,
+    bindparam,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Row
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from bank.adapters import tables as t
+from bank.app.ports import AccountFilter, AuditLeaf, Head, StoredRequest
+from bank.domain.accounts import Account, AccountStatus, AccountType, OwnerKind, Side, Totals
+from bank.domain.entries import Effect, JournalEntry, Posting, TransferKind
+from bank.domain.errors import Aborted, Unavailable
+from bank.domain.invariants import ensure
+
+log = logging.getLogger(__name__)
+
+IN_CLAUSE_CHUNK = 500
+POOL_SIZE = 10
+
+
+def make_engine(url: str, *, echo: bool = False) -> Engine:
+    """An engine for `url` (sqlite:///path or postgresql+psycopg://...), configured for us."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, echo=echo, connect_args={"check_same_thread": False,
+                                                             "timeout": 30})
+        _configure_sqlite(engine)
+        return engine
+    return create_engine(url, echo=echo, pool_size=POOL_SIZE, max_overflow=POOL_SIZE,
+                         pool_pre_ping=True)
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's events issue BEGIN, so writers can ask for BEGIN IMMEDIATE.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        mode = "IMMEDIATE" if connection.get_execution_options().get("bank_write") else "DEFERRED"
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+class SqlUnitOfWork:
+    """Opens read and write transactions on one engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.is_postgres = engine.dialect.name == "postgresql"
+
+    @contextmanager
+    def write(self, timeout_s: float | None = None) -> Iterator[SqlLedger]:
+        with _translated(), self.engine.connect() as conn:
+            conn = conn.execution_options(bank_write=True)
+            with conn.begin():
+                self._set_timeout(conn, timeout_s)
+                yield SqlLedger(conn, self.is_postgres)
+
+    @contextmanager
+    def read(self, timeout_s: float | None = None) -> Iterator[SqlLedger]:
+        with _translated(), self.engine.connect() as conn, conn.begin():
+            self._set_timeout(conn, timeout_s)
+            yield SqlLedger(conn, self.is_postgres)
+
+    def _set_timeout(self, conn: Connection, timeout_s: float | None) -> None:
+        """Propagate the caller's remaining deadline to the database (PostgreSQL)."""
+        if self.is_postgres and timeout_s is not None:
+            ms = max(1, int(timeout_s * 1000))
+            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+
+
+# PostgreSQL SQLSTATEs that mean "try again": serialisation failure, deadlock, lock timeout
+# is NOT here (it means the deadline passed), admin shutdown / connection failures are.
+_RETRYABLE = {"40001", "40P01"}
+_UNAVAILABLE = {"57P01", "57P02", "57P03", "08000", "08003", "08006", "08001", "08004"}
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Map driver errors that are not bugs to domain errors (ABORTED / UNAVAILABLE)."""
+    try:
+        yield
+    except DBAPIError as error:
+        code = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+        if code in _RETRYABLE:
+            raise Aborted("CONCURRENCY_CONFLICT", "the transaction conflicted with another; "
+                          "retry with the same request_id") from error
+        if code == "57014" or code == "55P03":
+            raise Unavailable("DATABASE_TIMEOUT", "the database did not answer within the "
+                              "deadline") from error
+        if error.connection_invalidated or code in _UNAVAILABLE or (
+                isinstance(error, OperationalError) and "database is locked" in str(error)):
+            raise Unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry "
+                              "with the same request_id") from error
+        raise
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), IN_CLAUSE_CHUNK):
+        yield items[start:start + IN_CLAUSE_CHUNK]
+
+
+def _account(row: Row[Any]) -> Account:
+    m = row._mapping
+    return Account(
+        m["account_id"], m["currency"], AccountType(m["account_type"]), m["code"],
+        OwnerKind(m["owner_kind"]), m["owner_id"], AccountStatus(m["status"]),
+        bool(m["debits_must_not_exceed_credits"]), bool(m["credits_must_not_exceed_debits"]),
+        Totals(m["debits_posted"], m["credits_posted"], m["debits_pending"],
+               m["credits_pending"]),
+        m["created_ns"])
+
+
+def _posting(row: Row[Any]) -> Posting:
+    m = row._mapping
+    return Posting(m["entry_seq"], m["idx"], m["account_id"], Side(m["side"]), m["amount"],
+                   m["currency"], Effect(m["effect"]),
+                   Totals(m["debits_posted_after"], m["credits_posted_after"],
+                          m["debits_pending_after"], m["credits_pending_after"]))
+
+
+def _entry(row: Row[Any], postings: tuple[Posting, ...]) -> JournalEntry:
+    m = row._mapping
+    return JournalEntry(
+        seq=m["seq"], transfer_id=m["transfer_id"], kind=TransferKind(m["kind"]),
+        recorded_ns=m["recorded_ns"], effective_date=m["effective_date"], postings=postings,
+        pending_id=m["pending_id"], reverses_id=m["reverses_id"], expires_ns=m["expires_ns"],
+        description=m["description"],
+        metadata=tuple((k, v) for k, v in json.loads(m["metadata_json"])),
+        fingerprint=m["fingerprint"], request_id=m["request_id"])
+
+
+def _totals_row(totals: Totals, suffix: str = "") -> dict[str, int]:
+    return {f"debits_posted{suffix}": totals.debits_posted,
+            f"credits_posted{suffix}": totals.credits_posted,
+            f"debits_pending{suffix}": totals.debits_pending,
+            f"credits_pending{suffix}": totals.credits_pending}
+
+
+class SqlLedger:
+    """The ledger repository over one connection inside one transaction."""
+
+    def __init__(self, conn: Connection, is_postgres: bool) -> None:
+        self.conn = conn
+        self.is_postgres = is_postgres
+
+    # -- head and requests ----------------------------------------------------------------------
+    def head(self) -> Head:
+        row = self.conn.execute(select(t.ledger_head).where(t.ledger_head.c.id == 1)).one()
+        return Head(row.next_seq, row.last_recorded_ns, row.audit_size)
+
+    def lock_head(self) -> Head:
+        query = select(t.ledger_head).where(t.ledger_head.c.id == 1)
+        if self.is_postgres:
+            query = query.with_for_update()
+        row = self.conn.execute(query).one_or_none()
+        ensure(row is not None, "the ledger head row is missing: run `bank db upgrade`")
+        assert row is not None
+        return Head(row.next_seq, row.last_recorded_ns, row.audit_size)
+
+    def save_head(self, head: Head) -> None:
+        self.conn.execute(update(t.ledger_head).where(t.ledger_head.c.id == 1).values(
+            next_seq=head.next_seq, last_recorded_ns=head.last_recorded_ns,
+            audit_size=head.audit_size))
+
+    def find_request(self, request_id: str) -> StoredRequest | None:
+        row = self.conn.execute(
+            select(t.requests).where(t.requests.c.request_id == request_id)).one_or_none()
+        if row is None:
+            return None
+        return StoredRequest(row.request_id, row.method, row.fingerprint, row.outcome_json,
+                             row.recorded_ns)
+
+    def save_request(self, request: StoredRequest) -> None:
+        self.conn.execute(insert(t.requests).values(
+            request_id=request.request_id, method=request.method,
+            fingerprint=request.fingerprint, outcome_json=request.outcome_json,
+            recorded_ns=request.recorded_ns))
+
+    def append_audit(self, leaves: Sequence[AuditLeaf]) -> None:
+        if leaves:
+            self.conn.execute(insert(t.audit_log), [
+                {"idx": leaf.index, "recorded_ns": leaf.recorded_ns, "leaf": leaf.leaf,
+                 "leaf_hash": leaf.leaf_hash} for leaf in leaves])
+
+    # -- accounts -------------------------------------------------------------------------------
+    def get_account(self, account_id: str) -> Account | None:
+        row = self.conn.execute(
+            select(t.accounts).where(t.accounts.c.account_id == account_id)).one_or_none()
+        return _account(row) if row is not None else None
+
+    def get_accounts(self, account_ids: Sequence[str]) -> list[Account]:
+        found: list[Account] = []
+        for chunk in _chunks(sorted(set(account_ids))):
+            rows = self.conn.execute(select(t.accounts).where(t.accounts.c.account_id.in_(chunk)))
+            found.extend(_account(row) for row in rows)
+        return found
+
+    def list_accounts(self, after_id: str, limit: int, flt: AccountFilter) -> list[Account]:
+        c = t.accounts.c
+        query = select(t.accounts).where(c.account_id > after_id)
+        if flt.owner_kind:
+            query = query.where(c.owner_kind == flt.owner_kind)
+        if flt.owner_id:
+            query = query.where(c.owner_id == flt.owner_id)
+        if flt.currency:
+            query = query.where(c.currency == flt.currency)
+        if flt.owner_ids is not None:
+            query = query.where(c.owner_id.in_(flt.owner_ids))
+        rows = self.conn.execute(query.order_by(c.account_id).limit(limit))
+        return [_account(row) for row in rows]
+
+    def iter_accounts(self) -> Iterator[Account]:
+        for row in self.conn.execute(select(t.accounts).order_by(t.accounts.c.account_id)):
+            yield _account(row)
+
+    def insert_accounts(self, accounts: Sequence[Account]) -> None:
+        if not accounts:
+            return
+        self.conn.execute(insert(t.accounts), [{
+            "account_id": a.account_id, "currency": a.currency,
+            "account_type": a.account_type.value, "code": a.code,
+            "owner_kind": a.owner_kind.value, "owner_id": a.owner_id, "status": a.status.value,
+            "debits_must_not_exceed_credits": a.debits_must_not_exceed_credits,
+            "credits_must_not_exceed_debits": a.credits_must_not_exceed_debits,
+            "created_ns": a.created_ns, "closed_ns": None, **_totals_row(a.totals),
+        } for a in accounts])
+
+    def save_account_totals(self, accounts: Sequence[Account]) -> None:
+        if not accounts:
+            return
+        c = t.accounts.c
+        statement = update(t.accounts).where(c.account_id == bindparam("b_id")).values(
+            debits_posted=bindparam("b_dp"), credits_posted=bindparam("b_cp"),
+            debits_pending=bindparam("b_dq"), credits_pending=bindparam("b_cq"))
+        self.conn.execute(statement, [
+            {"b_id": a.account_id, "b_dp": a.totals.debits_posted,
+             "b_cp": a.totals.credits_posted, "b_dq": a.totals.debits_pending,
+             "b_cq": a.totals.credits_pending} for a in accounts])
+
+    def set_account_status(self, account_id: str, status: AccountStatus, at_ns: int) -> None:
+        values: dict[str, Any] = {"status": status.value}
+        if status is AccountStatus.CLOSED:
+            values["closed_ns"] = at_ns
+        self.conn.execute(update(t.accounts).where(t.accounts.c.account_id == account_id)
+                          .values(**values))
+
+    # -- entries --------------------------------------------------------------------------------
+    def insert_entries(self, entries: Sequence[JournalEntry]) -> None:
+        if not entries:
+            return
+        # Postings first: the entry's insert trigger checks that its postings balance.
+        self.conn.execute(insert(t.postings), [{
+            "entry_seq": p.entry_seq, "idx": p.index, "account_id": p.account_id,
+            "side": p.side.value, "amount": p.amount, "currency": p.currency,
+            "effect": p.effect.value, "recorded_ns": e.recorded_ns,
+            **_totals_row(p.totals_after, "_after"),
+        } for e in entries for p in e.postings])
+        self.conn.execute(insert(t.entries), [{
+            "seq": e.seq, "transfer_id": e.transfer_id, "kind": e.kind.value,
+            "recorded_ns": e.recorded_ns, "effective_date": e.effective_date,
+            "pending_id": e.pending_id, "reverses_id": e.reverses_id,
+            "expires_ns": e.expires_ns, "description": e.description,
+            "metadata_json": json.dumps([list(kv) for kv in e.metadata]),
+            "fingerprint": e.fingerprint, "request_id": e.request_id,
+            "posting_count": len(e.postings),
+        } for e in entries])
+
+    def _entries_where(self, condition: Any, order_limit: int | None = None) -> list[JournalEntry]:
+        query = select(t.entries).where(condition).order_by(t.entries.c.seq)
+        if order_limit is not None:
+            query = query.limit(order_limit)
+        rows = list(self.conn.execute(query))
+        if not rows:
+            return []
+        seqs = [row.seq for row in rows]
+        by_entry: dict[int, list[Posting]] = {s: [] for s in seqs}
+        for start in range(0, len(seqs), IN_CLAUSE_CHUNK):
+            chunk = seqs[start:start + IN_CLAUSE_CHUNK]
+            postings = self.conn.execute(
+                select(t.postings).where(t.postings.c.entry_seq.in_(chunk))
+                .order_by(t.postings.c.entry_seq, t.postings.c.idx))
+            for p in postings:
+                by_entry[p.entry_seq].append(_posting(p))
+        return [_entry(row, tuple(by_entry[row.seq])) for row in rows]
+
+    def _entries_by(self, column: Any, keys: Sequence[str]) -> dict[str, JournalEntry]:
+        found: dict[str, JournalEntry] = {}
+        for chunk in _chunks(sorted(set(keys))):
+            for entry in self._entries_where(column.in_(chunk)):
+                key = {t.entries.c.transfer_id: entry.transfer_id,
+                       t.entries.c.pending_id: entry.pending_id,
+                       t.entries.c.reverses_id: entry.reverses_id}[column]
+                assert key is not None
+                found[key] = entry
+        return found
+
+    def get_entries(self, transfer_ids: Sequence[str]) -> dict[str, JournalEntry]:
+        return self._entries_by(t.entries.c.transfer_id, transfer_ids)
+
+    def get_resolutions(self, pending_ids: Sequence[str]) -> dict[str, JournalEntry]:
+        return self._entries_by(t.entries.c.pending_id, pending_ids)
+
+    def get_reversals(self, transfer_ids: Sequence[str]) -> dict[str, JournalEntry]:
+        return self._entries_by(t.entries.c.reverses_id, transfer_ids)
+
+    def entries_after(self, after_seq: int, limit: int) -> list[JournalEntry]:
+        return self._entries_where(t.entries.c.seq > after_seq, limit)
+
+    def expired_holds(self, now_ns: int, limit: int) -> list[JournalEntry]:
+        e = t.entries.c
+        resolved = select(t.entries.c.pending_id).where(t.entries.c.pending_id.is_not(None))
+        condition = and_(e.kind == "pending", e.expires_ns > 0, e.expires_ns <= now_ns,
+                         e.transfer_id.not_in(resolved.scalar_subquery()))
+        return self._entries_where(condition, limit)
+
+    def statement(self, account_id: str, after_seq: int, after_index: int, limit: int,
+                  from_ns: int | None, to_ns: int | None) -> list[tuple[Posting, JournalEntry]]:
+        p = t.postings.c
+        query = select(t.postings).where(
+            p.account_id == account_id, p.effect == "post",
+            (p.entry_seq > after_seq) | and_(p.entry_seq == after_seq, p.idx > after_index))
+        if from_ns is not None:
+            query = query.where(p.recorded_ns >= from_ns)
+        if to_ns is not None:
+            query = query.where(p.recorded_ns < to_ns)
+        rows = list(self.conn.execute(query.order_by(p.entry_seq, p.idx).limit(limit)))
+        headers = {row.seq: row for row in self.conn.execute(
+            select(t.entries).where(t.entries.c.seq.in_({r.entry_seq for r in rows})))}
+        return [(_posting(r), _entry(headers[r.entry_seq], ())) for r in rows]
+
+    def totals_as_of(self, account_id: str, as_of_ns: int) -> Totals:
+        p = t.postings.c
+        row = self.conn.execute(
+            select(t.postings).where(p.account_id == account_id, p.recorded_ns <= as_of_ns)
+            .order_by(p.recorded_ns.desc(), p.idx.desc()).limit(1)).one_or_none()
+        return _posting(row).totals_after if row is not None else Totals()
+
+    def trial_balance(self) -> list[tuple[str, str, int, int]]:
+        c = t.accounts.c
+        rows = self.conn.execute(
+            select(c.currency, c.account_type, func.sum(c.debits_posted),
+                   func.sum(c.credits_posted))
+            .group_by(c.currency, c.account_type).order_by(c.currency, c.account_type))
+        return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+    def iter_postings(self) -> Iterator[Posting]:
+        result = self.conn.execution_options(yield_per=5_000).execute(
+            select(t.postings).order_by(t.postings.c.entry_seq, t.postings.c.idx))
+        for row in result:
+            yield _posting(row)
+
+
+def initial_head_row() -> dict[str, int]:
+    return {"id": 1, "next_seq": 1, "last_recorded_ns": 0, "audit_size": 0}
+

@@ -1,0 +1,154 @@
+"""SQLAlchemy Core table definitions: the target metadata of the Alembic migrations.
+
+CHECK constraints here are the first database-level guard; triggers (append-only history,
+balanced entries, account rules) are created by the migrations in `migrations/versions`.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(naming_convention={
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
+
+ledger_head = Table(
+    "ledger_head", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("next_seq", BigInteger, nullable=False),
+    Column("last_recorded_ns", BigInteger, nullable=False),
+    Column("audit_size", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+    CheckConstraint("next_seq >= 1 AND audit_size >= 0 AND last_recorded_ns >= 0",
+                    name="non_negative"),
+)
+
+accounts = Table(
+    "accounts", metadata,
+    Column("account_id", String(64), primary_key=True),
+    Column("currency", String(3), nullable=False),
+    Column("account_type", String(16), nullable=False),
+    Column("code", String(32), nullable=False),
+    Column("owner_kind", String(16), nullable=False),
+    Column("owner_id", String(128), nullable=False),
+    Column("status", String(8), nullable=False),
+    Column("debits_must_not_exceed_credits", Boolean, nullable=False),
+    Column("credits_must_not_exceed_debits", Boolean, nullable=False),
+    Column("debits_posted", BigInteger, nullable=False),
+    Column("credits_posted", BigInteger, nullable=False),
+    Column("debits_pending", BigInteger, nullable=False),
+    Column("credits_pending", BigInteger, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("closed_ns", BigInteger, nullable=True),
+    CheckConstraint("debits_posted >= 0 AND credits_posted >= 0 AND debits_pending >= 0 "
+                    "AND credits_pending >= 0", name="totals_non_negative"),
+    CheckConstraint("NOT debits_must_not_exceed_credits OR "
+                    "debits_posted + debits_pending <= credits_posted", name="no_overdraft"),
+    CheckConstraint("NOT credits_must_not_exceed_debits OR "
+                    "credits_posted + credits_pending <= debits_posted", name="no_excess_credit"),
+    CheckConstraint("NOT (debits_must_not_exceed_credits AND credits_must_not_exceed_debits)",
+                    name="one_limit_flag"),
+    CheckConstraint("status IN ('open', 'frozen', 'closed')", name="status"),
+    CheckConstraint("account_type IN ('asset', 'liability', 'equity', 'income', 'expense')",
+                    name="account_type"),
+    CheckConstraint("owner_kind IN ('bank', 'member', 'council', 'pool')", name="owner_kind"),
+    CheckConstraint("status <> 'closed' OR (debits_posted = credits_posted AND "
+                    "debits_pending = 0 AND credits_pending = 0)", name="closed_at_zero"),
+)
+Index("ix_accounts_owner", accounts.c.owner_kind, accounts.c.owner_id, accounts.c.account_id)
+
+entries = Table(
+    "entries", metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("transfer_id", String(64), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("recorded_ns", BigInteger, nullable=False, unique=True),
+    Column("effective_date", Date, nullable=False),
+    Column("pending_id", String(64), ForeignKey("entries.transfer_id"), nullable=True,
+           unique=True),
+    Column("reverses_id", String(64), ForeignKey("entries.transfer_id"), nullable=True,
+           unique=True),
+    Column("expires_ns", BigInteger, nullable=False),
+    Column("description", String(256), nullable=False),
+    Column("metadata_json", Text, nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("posting_count", SmallInteger, nullable=False),
+    CheckConstraint("kind IN ('posted', 'pending', 'post_pending', 'void_pending', "
+                    "'expire_pending', 'reversal')", name="kind"),
+    CheckConstraint("posting_count >= 2", name="two_postings"),
+    CheckConstraint("(pending_id IS NOT NULL) = (kind IN ('post_pending', 'void_pending', "
+                    "'expire_pending'))", name="pending_ref"),
+    CheckConstraint("(reverses_id IS NOT NULL) = (kind = 'reversal')", name="reversal_ref"),
+    CheckConstraint("expires_ns >= 0", name="expires_non_negative"),
+)
+Index("ix_entries_expiry", entries.c.expires_ns, entries.c.kind)
+
+postings = Table(
+    "postings", metadata,
+    # Postings are inserted before their entry; the entry's insert trigger checks the balance,
+    # and this deferred key checks at commit that no posting is left without its entry.
+    Column("entry_seq", BigInteger,
+           ForeignKey("entries.seq", deferrable=True, initially="DEFERRED"), primary_key=True),
+    Column("idx", SmallInteger, primary_key=True, autoincrement=False),
+    Column("account_id", String(64), ForeignKey("accounts.account_id"), nullable=False),
+    Column("side", String(1), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("effect", String(8), nullable=False),
+    Column("recorded_ns", BigInteger, nullable=False),
+    Column("debits_posted_after", BigInteger, nullable=False),
+    Column("credits_posted_after", BigInteger, nullable=False),
+    Column("debits_pending_after", BigInteger, nullable=False),
+    Column("credits_pending_after", BigInteger, nullable=False),
+    CheckConstraint("amount > 0", name="amount_positive"),
+    CheckConstraint("side IN ('D', 'C')", name="side"),
+    CheckConstraint("effect IN ('post', 'reserve', 'release')", name="effect"),
+    CheckConstraint("debits_posted_after >= 0 AND credits_posted_after >= 0 AND "
+                    "debits_pending_after >= 0 AND credits_pending_after >= 0",
+                    name="totals_after_non_negative"),
+)
+# Statements: an account's posted lines in order. Balance as of a time: the account's last line.
+Index("ix_postings_statement", postings.c.account_id, postings.c.effect, postings.c.entry_seq,
+      postings.c.idx)
+Index("ix_postings_as_of", postings.c.account_id, postings.c.recorded_ns)
+
+requests = Table(
+    "requests", metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("method", String(64), nullable=False),
+    Column("fingerprint", String(64), nullable=False),
+    Column("outcome_json", Text, nullable=False),
+    Column("recorded_ns", BigInteger, nullable=False),
+)
+
+audit_log = Table(
+    "audit_log", metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("recorded_ns", BigInteger, nullable=False),
+    Column("leaf", LargeBinary, nullable=False),
+    Column("leaf_hash", LargeBinary(32), nullable=False),
+    CheckConstraint("idx >= 0", name="index_non_negative"),
+)
+
+# Tables whose rows are history: never updated, never deleted (triggers enforce it).
+APPEND_ONLY = ("entries", "postings", "requests", "audit_log")

@@ -1,0 +1,122 @@
+"""Ports: what the use cases need from storage and the outside world.
+
+Adapters implement these (SQL in `bank.adapters.sql`, dicts in `tests/fakes.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import date
+from typing import Protocol
+
+from bank.domain.accounts import Account, AccountStatus, Totals
+from bank.domain.entries import JournalEntry, Posting
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The ledger head row: read under lock by every write, so writes are serialised."""
+
+    next_seq: int
+    last_recorded_ns: int
+    audit_size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRequest:
+    request_id: str
+    method: str
+    fingerprint: str
+    outcome_json: str
+    recorded_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class AuditLeaf:
+    index: int
+    recorded_ns: int
+    leaf: bytes  # canonical bytes of who, what, when, request and outcome
+    leaf_hash: bytes  # SHA-256(0x00 || leaf), RFC 6962
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFilter:
+    owner_kind: str | None = None
+    owner_id: str | None = None
+    currency: str | None = None
+    owner_ids: tuple[str, ...] | None = None  # restrict to these owners (council scope)
+
+
+class LedgerReader(Protocol):
+    def get_account(self, account_id: str) -> Account | None: ...
+
+    def get_accounts(self, account_ids: Sequence[str]) -> list[Account]: ...
+
+    def list_accounts(self, after_id: str, limit: int, flt: AccountFilter) -> list[Account]: ...
+
+    def get_entries(self, transfer_ids: Sequence[str]) -> dict[str, JournalEntry]: ...
+
+    def get_resolutions(self, pending_ids: Sequence[str]) -> dict[str, JournalEntry]: ...
+
+    def get_reversals(self, transfer_ids: Sequence[str]) -> dict[str, JournalEntry]: ...
+
+    def statement(self, account_id: str, after_seq: int, after_index: int, limit: int,
+                  from_ns: int | None, to_ns: int | None) -> list[tuple[Posting, JournalEntry]]:
+        """Posted lines of an account in order, after posting (`after_seq`, `after_index`)."""
+        ...
+
+    def totals_as_of(self, account_id: str, as_of_ns: int) -> Totals:
+        """The account's totals right after the last posting recorded at or before `as_of_ns`."""
+        ...
+
+    def trial_balance(self) -> list[tuple[str, str, int, int]]:
+        """Rows of (currency, account type, posted debits, posted credits)."""
+        ...
+
+    def entries_after(self, after_seq: int, limit: int) -> list[JournalEntry]: ...
+
+    def expired_holds(self, now_ns: int, limit: int) -> list[JournalEntry]: ...
+
+    def head(self) -> Head: ...
+
+    def iter_postings(self) -> Iterator[Posting]:
+        """Every posting in recording order (for the ledger self-check)."""
+        ...
+
+    def iter_accounts(self) -> Iterator[Account]: ...
+
+
+class LedgerWriter(LedgerReader, Protocol):
+    def lock_head(self) -> Head: ...
+
+    def save_head(self, head: Head) -> None: ...
+
+    def find_request(self, request_id: str) -> StoredRequest | None: ...
+
+    def save_request(self, request: StoredRequest) -> None: ...
+
+    def insert_accounts(self, accounts: Sequence[Account]) -> None: ...
+
+    def save_account_totals(self, accounts: Sequence[Account]) -> None: ...
+
+    def set_account_status(self, account_id: str, status: AccountStatus, at_ns: int) -> None: ...
+
+    def insert_entries(self, entries: Sequence[JournalEntry]) -> None: ...
+
+    def append_audit(self, leaves: Sequence[AuditLeaf]) -> None: ...
+
+
+class UnitOfWork(Protocol):
+    """Opens transactions. A write transaction commits when its block ends without error."""
+
+    def write(self, timeout_s: float | None = None) -> AbstractContextManager[LedgerWriter]: ...
+
+    def read(self, timeout_s: float | None = None) -> AbstractContextManager[LedgerReader]: ...
+
+
+class Clock(Protocol):
+    def now_ns(self) -> int: ...
+
+    def business_date(self) -> date: ...

@@ -1,0 +1,112 @@
+"""Use cases on transfers: post a batch, expire holds past their timeout."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bank.app.accounts import BatchResult, ItemResult
+from bank.app.ports import Clock, Head, LedgerReader, UnitOfWork
+from bank.app.unit import Command, Context, run_command
+from bank.domain.accounts import Account
+from bank.domain.entries import JournalEntry, TransferKind, TransferSpec, validate_specs
+from bank.domain.identity import SYSTEM, Principal
+from bank.domain.invariants import ensure
+from bank.domain.ledger import BatchPosting, ItemOutcome
+
+EXPIRY_BATCH_MAX = 500
+
+
+@dataclass
+class _Preloaded:
+    """A `LedgerView` over rows read once, up front, for a whole batch."""
+
+    accounts: dict[str, Account]
+    entries: dict[str, JournalEntry]
+    resolutions: dict[str, JournalEntry]
+    reversals: dict[str, JournalEntry]
+
+    def account(self, account_id: str) -> Account | None:
+        return self.accounts.get(account_id)
+
+    def entry(self, transfer_id: str) -> JournalEntry | None:
+        return self.entries.get(transfer_id)
+
+    def resolution(self, pending_id: str) -> JournalEntry | None:
+        return self.resolutions.get(pending_id)
+
+    def reversal(self, transfer_id: str) -> JournalEntry | None:
+        return self.reversals.get(transfer_id)
+
+
+def preload(tx: LedgerReader, specs: list[TransferSpec]) -> _Preloaded:
+    """Read every row a batch can touch: three entry queries and one account query."""
+    referenced = {s.pending_id for s in specs if s.pending_id} | {
+        s.reverses_id for s in specs if s.reverses_id}
+    entries = tx.get_entries(sorted({s.transfer_id for s in specs} | referenced))
+    resolutions = tx.get_resolutions(sorted({s.pending_id for s in specs if s.pending_id}))
+    reversals = tx.get_reversals(sorted({s.reverses_id for s in specs if s.reverses_id}))
+    account_ids = {p.account_id for s in specs for p in s.postings}
+    account_ids |= {p.account_id for e in entries.values() for p in e.postings}
+    accounts = {a.account_id: a for a in tx.get_accounts(sorted(account_ids))}
+    return _Preloaded(accounts, entries, resolutions, reversals)
+
+
+def _results(outcomes: list[ItemOutcome]) -> BatchResult:
+    return BatchResult(tuple(
+        ItemResult(o.index, o.transfer_id, o.error,
+                   o.entry.seq if o.entry else 0, o.entry.recorded_ns if o.entry else 0)
+        for o in outcomes))
+
+
+def _write(ctx: Context, engine: BatchPosting) -> Head:
+    ctx.tx.insert_entries(engine.new_entries)
+    ctx.tx.save_account_totals(engine.touched_accounts)
+    return Head(engine.next_seq, max(ctx.head.last_recorded_ns, engine.last_recorded_ns),
+                ctx.head.audit_size)
+
+
+def create_transfers(uow: UnitOfWork, clock: Clock, principal: Principal, request_id: str,
+                     specs: list[TransferSpec], timeout_s: float | None = None) -> BatchResult:
+    """Apply a batch of transfers in one transaction, with one result per transfer, in order.
+
+    Raises `InvalidArgument` for a structurally malformed batch (nothing is applied), and
+    `AlreadyExists` (REQUEST_ID_REUSED) for a conflicting replay.
+    """
+    validate_specs(specs)
+    command = Command("CreateTransfers", request_id, principal,
+                      {"transfers": [[s.fingerprint(), s.linked] for s in specs]})
+
+    def handler(ctx: Context) -> tuple[BatchResult, Head]:
+        engine = BatchPosting(preload(ctx.tx, specs), next_seq=ctx.head.next_seq,
+                              last_recorded_ns=ctx.head.last_recorded_ns, now_ns=ctx.now_ns,
+                              business_date=clock.business_date(), request_id=request_id)
+        outcomes = engine.apply_all(specs)
+        ensure(len(outcomes) == len(specs), "one outcome per transfer")
+        return _results(outcomes), _write(ctx, engine)
+
+    return run_command(uow, clock, command, handler, BatchResult.from_json, timeout_s)
+
+
+def expire_holds(uow: UnitOfWork, clock: Clock, run_id: str,
+                 principal: Principal = SYSTEM) -> BatchResult:
+    """Release up to `EXPIRY_BATCH_MAX` holds whose timeout has passed, as one audited command.
+
+    `run_id` names this sweep (a fresh one each time); the expiry entries are recorded under
+    transfer ids `expire:<position of the hold>`.
+    """
+    command = Command("ExpireHolds", run_id, principal, {"run": run_id})
+
+    def handler(ctx: Context) -> tuple[BatchResult, Head]:
+        holds = ctx.tx.expired_holds(ctx.now_ns, EXPIRY_BATCH_MAX)
+        specs = [TransferSpec(f"expire:{h.seq}", TransferKind.EXPIRE_PENDING,
+                              pending_id=h.transfer_id) for h in holds]
+        engine = BatchPosting(preload(ctx.tx, specs), next_seq=ctx.head.next_seq,
+                              last_recorded_ns=ctx.head.last_recorded_ns, now_ns=ctx.now_ns,
+                              business_date=clock.business_date(), request_id=run_id)
+        outcomes = [engine.apply_expiry(i, h, s.transfer_id)
+                    for i, (h, s) in enumerate(zip(holds, specs, strict=True))]
+        for outcome in outcomes:
+            ensure(outcome.error is None, f"expiry failed: {outcome.error!r}")
+        return _results(outcomes), _write(ctx, engine)
+
+    return run_command(uow, clock, command, handler, BatchResult.from_json)

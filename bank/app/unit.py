@@ -1,0 +1,154 @@
+"""The one path every mutation takes.
+
+    authorisation (the edge, before this) -> validation -> idempotency -> the change
+    -> the audit entry -> one commit
+
+`run_command` opens a write transaction, takes the ledger head lock (which serialises writers,
+so audit indices and entry positions are dense and in commit order), and looks the request id
+up. A replay returns the stored outcome, a success or a business failure, exactly as first
+given; the same id with different content is REQUEST_ID_REUSED. Otherwise the handler runs, its
+outcome is stored with the request, one audit leaf is appended, and everything commits together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from bank.app.ports import AuditLeaf, Clock, Head, LedgerWriter, StoredRequest, UnitOfWork
+from bank.domain.audit import leaf_bytes, leaf_hash
+from bank.domain.entries import canonical_hash
+from bank.domain.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    LedgerError,
+    NotFound,
+)
+from bank.domain.identity import Principal
+
+
+class Result(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=Result)
+
+log = logging.getLogger(__name__)
+RETRIES_MAX = 5
+RETRY_BACKOFF_S = 0.005
+
+# Failures that are the request's fault against current state: recorded, replayed as failures.
+BUSINESS_FAILURES = (FailedPrecondition, NotFound, AlreadyExists)
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Envelope of one mutating request."""
+
+    method: str  # e.g. "CreateTransfers"
+    request_id: str
+    principal: Principal
+    body: dict[str, Any]  # canonical content, for the fingerprint and the audit leaf
+
+    def fingerprint(self) -> str:
+        return canonical_hash({"method": self.method, "body": self.body})
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What a handler gets: the transaction, the locked head, the clock reading."""
+
+    tx: LedgerWriter
+    head: Head
+    now_ns: int
+    command: Command
+
+
+Handler = Callable[[Context], tuple[R, Head]]
+
+
+def run_command(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[R],
+                decode: Callable[[dict[str, Any]], R], timeout_s: float | None = None) -> R:
+    """Run `handler` once for `command.request_id`; replay the stored outcome afterwards.
+
+    A concurrency conflict (`Aborted`: serialisation failure, deadlock) rolls the transaction
+    back whole and is retried up to `RETRIES_MAX` times; that is safe because nothing of the
+    attempt survives and the request id makes the retry idempotent.
+
+    Raises the handler's business error (also on replay), `AlreadyExists` with reason
+    REQUEST_ID_REUSED for a conflicting replay, or whatever the storage raises.
+    """
+    for attempt in range(1, RETRIES_MAX + 1):
+        try:
+            return _run_once(uow, clock, command, handler, decode, timeout_s)
+        except Aborted:
+            if attempt == RETRIES_MAX:
+                raise
+            log.warning("retrying %s %s after a concurrency conflict (attempt %d)",
+                        command.method, command.request_id, attempt)
+            time.sleep(RETRY_BACKOFF_S * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _run_once(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[R],
+              decode: Callable[[dict[str, Any]], R], timeout_s: float | None) -> R:
+    fingerprint = command.fingerprint()
+    with uow.write(timeout_s) as tx:
+        head = tx.lock_head()
+        stored = tx.find_request(command.request_id)
+        if stored is not None:
+            return _replay(stored, command, fingerprint, decode)
+        now_ns = max(clock.now_ns(), head.last_recorded_ns + 1)
+        result: R | None = None
+        error: LedgerError | None = None
+        try:
+            result, head = handler(Context(tx, head, now_ns, command))
+        except BUSINESS_FAILURES as failure:
+            # Handlers plan before they write, so a business failure has written nothing.
+            error = failure
+        outcome = ({"result": result.to_json()} if result is not None
+                   else {"error": error.to_record() if error else None})
+        outcome_json = json.dumps(outcome, sort_keys=True, separators=(",", ":"))
+        head = _audit(tx, head, now_ns, command, fingerprint, outcome_json)
+        tx.save_request(StoredRequest(command.request_id, command.method, fingerprint,
+                                      outcome_json, now_ns))
+        tx.save_head(head)
+    if error is not None:
+        raise error
+    assert result is not None
+    return result
+
+
+def _audit(tx: LedgerWriter, head: Head, now_ns: int, command: Command, fingerprint: str,
+           outcome_json: str) -> Head:
+    record = {
+        "index": head.audit_size,
+        "time_ns": now_ns,
+        "principal": command.principal.as_record(),
+        "method": command.method,
+        "request_id": command.request_id,
+        "request_sha256": fingerprint,
+        "outcome_sha256": canonical_hash(json.loads(outcome_json)),
+        "outcome": "error" if outcome_json.startswith('{"error"') else "ok",
+    }
+    data = leaf_bytes(record)
+    tx.append_audit([AuditLeaf(head.audit_size, now_ns, data, leaf_hash(data))])
+    return Head(head.next_seq, max(head.last_recorded_ns, now_ns), head.audit_size + 1)
+
+
+def _replay(stored: StoredRequest, command: Command, fingerprint: str,
+            decode: Callable[[dict[str, Any]], R]) -> R:
+    if stored.method != command.method or stored.fingerprint != fingerprint:
+        raise AlreadyExists(
+            "REQUEST_ID_REUSED",
+            f"request_id {command.request_id!r} was already used for a different request",
+            metadata={"request_id": command.request_id, "field": "request_id"})
+    outcome = json.loads(stored.outcome_json)
+    if outcome.get("error") is not None:
+        raise LedgerError.from_record(outcome["error"])
+    return decode(outcome["result"])

@@ -1,0 +1,1 @@
+"""Pure ledger rules: standard library only."""

@@ -1,0 +1,205 @@
+"""Journal entries (transfers) and their postings.
+
+An entry is immutable once recorded. Its postings each have a side, a positive amount and an
+*effect* on the account's totals:
+
+    POST     adds to posted debits/credits          (posted entries, reversals, posting a hold)
+    RESERVE  adds to pending debits/credits         (a pending entry: a hold)
+    RELEASE  takes a hold's amount off pending      (posting, voiding or expiring a hold)
+
+Within one entry, the postings of each effect balance per currency. So an account's totals are
+always the sum of its postings by effect and side, and the trial balance is zero per currency.
+Lifecycle state (a hold posted, voided or expired; an entry reversed) is never written back onto
+the entry: it is derived from the later entry that references it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+
+from bank.domain.accounts import Side, Totals
+from bank.domain.errors import ViolationCollector
+from bank.domain.limits import (
+    AMOUNT_MINOR_MAX,
+    POSTINGS_PER_ENTRY_MAX,
+    POSTINGS_PER_ENTRY_MIN,
+    TRANSFERS_PER_BATCH_MAX,
+)
+
+
+class TransferKind(enum.Enum):
+    POSTED = "posted"  # moves posted totals at once
+    PENDING = "pending"  # a hold: reserves funds, moves pending totals only
+    POST_PENDING = "post_pending"  # posts a hold in full or for less, releasing all of it
+    VOID_PENDING = "void_pending"  # releases a hold without posting it
+    EXPIRE_PENDING = "expire_pending"  # server-made: releases a hold past its timeout
+    REVERSAL = "reversal"  # posts the mirror image of an earlier posted entry
+
+
+class Effect(enum.Enum):
+    POST = "post"
+    RESERVE = "reserve"
+    RELEASE = "release"
+
+
+class TransferState(enum.Enum):
+    POSTED = "posted"
+    PENDING = "pending"
+    PENDING_POSTED = "pending_posted"
+    PENDING_VOIDED = "pending_voided"
+    PENDING_EXPIRED = "pending_expired"
+
+
+@dataclass(frozen=True, slots=True)
+class PostingLine:
+    """What a client asks for: move `amount` minor units of `currency` on one side of an account."""
+
+    account_id: str
+    side: Side
+    amount: int
+    currency: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSpec:
+    """One transfer as requested. Structural rules are checked by `validate_specs`."""
+
+    transfer_id: str
+    kind: TransferKind
+    postings: tuple[PostingLine, ...] = ()
+    pending_id: str | None = None
+    reverses_id: str | None = None
+    effective_date: date | None = None
+    description: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()
+    timeout_seconds: int = 0
+    linked: bool = False
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the canonical content: the same transfer id must always mean this."""
+        body = {
+            "id": self.transfer_id,
+            "kind": self.kind.value,
+            "postings": [[p.account_id, p.side.value, p.amount, p.currency] for p in self.postings],
+            "pending": self.pending_id,
+            "reverses": self.reverses_id,
+            "date": self.effective_date.isoformat() if self.effective_date else None,
+            "description": self.description,
+            "metadata": sorted(self.metadata),
+            "timeout": self.timeout_seconds,
+        }
+        return canonical_hash(body)
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    """A recorded posting, with the account's totals right after it was applied."""
+
+    entry_seq: int
+    index: int
+    account_id: str
+    side: Side
+    amount: int
+    currency: str
+    effect: Effect
+    totals_after: Totals
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """A recorded, immutable journal entry. `seq` is its dense position in the change feed."""
+
+    seq: int
+    transfer_id: str
+    kind: TransferKind
+    recorded_ns: int
+    effective_date: date
+    postings: tuple[Posting, ...]
+    pending_id: str | None = None
+    reverses_id: str | None = None
+    expires_ns: int = 0
+    description: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()
+    fingerprint: str = ""
+    request_id: str = ""
+
+    def lines(self, effect: Effect) -> tuple[Posting, ...]:
+        return tuple(p for p in self.postings if p.effect is effect)
+
+
+def canonical_hash(body: object) -> str:
+    """SHA-256 hex of the canonical JSON form of `body` (sorted keys, no spaces, UTF-8)."""
+    data = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(data.encode("utf-8")).hexdigest()
+
+
+def imbalances(lines: Iterable[tuple[Side, int, str]]) -> dict[str, int]:
+    """Per currency, debits minus credits; only currencies that do not balance are returned."""
+    net: dict[str, int] = defaultdict(int)
+    for side, amount, currency in lines:
+        net[currency] += amount if side is Side.DEBIT else -amount
+    return {c: n for c, n in sorted(net.items()) if n}
+
+
+_NEEDS_POSTINGS = (TransferKind.POSTED, TransferKind.PENDING)
+_NO_POSTINGS = (TransferKind.VOID_PENDING, TransferKind.REVERSAL, TransferKind.EXPIRE_PENDING)
+
+
+def validate_specs(specs: list[TransferSpec], field: str = "transfers") -> None:
+    """Check every structural rule that needs no stored state; raise all violations at once.
+
+    Raises `InvalidArgument` listing violations in request order.
+    """
+    v = ViolationCollector()
+    if not specs:
+        v.add(field, "must contain at least one transfer")
+    for i, spec in enumerate(specs):
+        _validate_spec(spec, f"{field}[{i}]", v)
+    if specs and specs[-1].linked:
+        v.add(f"{field}[{len(specs) - 1}].linked",
+              "the last transfer of a request cannot be linked to a next one")
+    v.raise_if_any()
+    assert len(specs) <= TRANSFERS_PER_BATCH_MAX  # checked at the edge with its own error
+
+
+def _validate_spec(spec: TransferSpec, path: str, v: ViolationCollector) -> None:
+    kind = spec.kind
+    n = len(spec.postings)
+    if kind in _NEEDS_POSTINGS and not POSTINGS_PER_ENTRY_MIN <= n <= POSTINGS_PER_ENTRY_MAX:
+        v.add(f"{path}.postings",
+              f"must have {POSTINGS_PER_ENTRY_MIN} to {POSTINGS_PER_ENTRY_MAX} postings")
+    if kind is TransferKind.POST_PENDING and n > POSTINGS_PER_ENTRY_MAX:
+        v.add(f"{path}.postings", f"must have at most {POSTINGS_PER_ENTRY_MAX} postings")
+    if kind in _NO_POSTINGS and n:
+        v.add(f"{path}.postings", f"must be empty for a {kind.value} transfer")
+    if kind is TransferKind.EXPIRE_PENDING:
+        v.add(f"{path}.kind", "expiry is made by the server only")
+    if kind in (TransferKind.POST_PENDING, TransferKind.VOID_PENDING) and not spec.pending_id:
+        v.add(f"{path}.pending_transfer_id", f"is required for a {kind.value} transfer")
+    if kind not in (TransferKind.POST_PENDING, TransferKind.VOID_PENDING) and spec.pending_id:
+        v.add(f"{path}.pending_transfer_id", "is only allowed when posting or voiding a hold")
+    if kind is TransferKind.REVERSAL and not spec.reverses_id:
+        v.add(f"{path}.reverses_transfer_id", "is required for a reversal")
+    if kind is not TransferKind.REVERSAL and spec.reverses_id:
+        v.add(f"{path}.reverses_transfer_id", "is only allowed on a reversal")
+    if kind is not TransferKind.PENDING and spec.timeout_seconds:
+        v.add(f"{path}.timeout_seconds", "is only allowed on a pending transfer")
+    seen: dict[str, Side] = {}
+    for j, line in enumerate(spec.postings):
+        if not 0 < line.amount <= AMOUNT_MINOR_MAX:
+            v.add(f"{path}.postings[{j}].amount",
+                  f"must be greater than zero and at most {AMOUNT_MINOR_MAX} minor units")
+        previous = seen.setdefault(line.account_id, line.side)
+        if previous is not line.side:
+            v.add(f"{path}.postings[{j}].account",
+                  "an account cannot be both debited and credited by one transfer")
+    if n and kind in _NEEDS_POSTINGS + (TransferKind.POST_PENDING,):
+        for currency, net in imbalances((p.side, p.amount, p.currency) for p in spec.postings).items():
+            v.add(f"{path}.postings",
+                  f"debits and credits in {currency} must balance (off by {net} minor units)")
