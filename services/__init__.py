@@ -1,0 +1,1 @@
+"""The gRPC edge: generated code, converters, error mapping, interceptors, server."""
