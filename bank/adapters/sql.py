@@ -36,7 +36,7 @@ from bank.adapters import tables as t
 from bank.app.ports import AccountFilter, AuditLeaf, Head, StoredRequest
 from bank.domain.accounts import Account, AccountStatus, AccountType, OwnerKind, Side, Totals
 from bank.domain.entries import Effect, JournalEntry, Posting, TransferKind
-from bank.domain.errors import Aborted, Unavailable
+from bank.domain.errors import Aborted, DeadlineExceeded, Unavailable
 from bank.domain.invariants import ensure
 
 log = logging.getLogger(__name__)
@@ -119,9 +119,9 @@ def _translated() -> Iterator[None]:
         if code in _RETRYABLE:
             raise Aborted("CONCURRENCY_CONFLICT", "the transaction conflicted with another; "
                           "retry with the same request_id") from error
-        if code == "57014" or code == "55P03":
-            raise Unavailable("DATABASE_TIMEOUT", "the database did not answer within the "
-                              "deadline") from error
+        if code in ("57014", "55P03"):  # statement or lock timeout: the deadline passed
+            raise DeadlineExceeded("DEADLINE_EXCEEDED", "the database did not finish within "
+                                   "the deadline; nothing was changed") from error
         if error.connection_invalidated or code in _UNAVAILABLE or (
                 isinstance(error, OperationalError) and "database is locked" in str(error)):
             raise Unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry "

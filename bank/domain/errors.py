@@ -10,6 +10,7 @@
     ├── PermissionDenied             identity known, action not allowed for its role/scope
     ├── Aborted                      concurrency conflict; safe to retry
     ├── Unavailable                  a dependency (the database) is down; retry later
+    ├── DeadlineExceeded             the caller's deadline passed before the work finished
     └── InvariantViolation           a bug: something that must hold did not
 
 `services/errors.py` maps this tree to gRPC status codes in one table. When several rules are
@@ -110,6 +111,10 @@ class Unavailable(LedgerError):
     kind = "UNAVAILABLE"
 
 
+class DeadlineExceeded(LedgerError):
+    kind = "DEADLINE_EXCEEDED"
+
+
 class InvariantViolation(LedgerError):
     kind = "INTERNAL"
 
@@ -133,6 +138,7 @@ _KINDS: dict[str, Any] = {
         PermissionDenied,
         Aborted,
         Unavailable,
+        DeadlineExceeded,
     )
 }
 _KINDS["INTERNAL"] = InvariantViolation._build

@@ -1,0 +1,216 @@
+"""The `bank` command: run the server, manage the database, seed demo data, and talk to a
+running server as a client.
+
+User mistakes print one clear line (`bank: error: ...`) and exit 2; a server-side refusal
+prints its status code and reason and exits 1. Nothing prints a stack trace for a user mistake.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATABASE_URL = "sqlite:///var/ledger.db"
+DEFAULT_SERVER = "127.0.0.1:50051"
+DEFAULT_PRINCIPAL = "cli;teller;branch:preston"
+
+
+class UserError(Exception):
+    """A mistake by the person at the keyboard: one line, exit code 2."""
+
+
+def database_url(args: argparse.Namespace) -> str:
+    url: str = args.database_url or os.environ.get("BANK_DATABASE_URL") or DEFAULT_DATABASE_URL
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return url
+
+
+def _engine(args: argparse.Namespace) -> Any:
+    from bank.adapters.sql import make_engine
+
+    return make_engine(database_url(args))
+
+
+# -- server-side commands -------------------------------------------------------------------------
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bank.adapters import migrate
+    from bank.adapters.clock import SystemClock
+    from bank.adapters.sql import SqlUnitOfWork
+    from services.server import start_server
+
+    engine = _engine(args)
+    if args.no_migrate:
+        if migrate.current_revision(engine) != migrate.head_revision(engine):
+            raise UserError("the database schema is not current: run `bank db upgrade`")
+    else:
+        migrate.upgrade(engine)
+    uow = SqlUnitOfWork(engine)
+    if args.demo:
+        _seed(uow)
+    running = start_server(uow, host=args.host, port=args.port, clock=SystemClock())
+    address = f"{args.host}:{running.port}"
+    print(f"People's Bank ledger serving on {address} "
+          f"(database {engine.url.render_as_string(hide_password=True)})")
+    print("Development mode: plaintext on loopback; callers name themselves with the "
+          "x-bank-principal header (subject;role[;scope]).")
+    print("Try, in another terminal:")
+    print(f"  .venv/bin/bank --server {address} account list")
+    print(f"  .venv/bin/bank --server {address} statement council-preston-capital")
+    print(f"  .venv/bin/bank --server {address} transfer m-0002-deposit m-0003-deposit 12.50")
+    print(f"  grpcurl -plaintext -H 'x-bank-principal: you;teller' {address} list")
+    print("Press Ctrl-C to stop.", flush=True)
+    stop = {"requested": False}
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        stop["requested"] = True
+        print(f"\nstopping (signal {signum}); draining in-flight calls...", flush=True)
+        running.stop()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    running.wait()
+    print("stopped.")
+    return 0
+
+
+def _seed(uow: Any) -> None:
+    from bank.adapters.clock import SystemClock
+    from bank.demo import seed
+
+    print("Seeding demo data (idempotent)...", flush=True)
+    count = seed(uow, SystemClock(), say=lambda line: print(line, flush=True))
+    print(f"Demo data ready: {count} transfers.")
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from bank.adapters import migrate
+
+    engine = _engine(args)
+    if args.db_command == "upgrade":
+        before = migrate.current_revision(engine)
+        migrate.upgrade(engine)
+        print(f"database at revision {migrate.current_revision(engine)} (was {before or 'empty'})")
+    else:
+        current, head = migrate.current_revision(engine), migrate.head_revision(engine)
+        print(f"current {current or 'empty'}, latest {head}"
+              + ("" if current == head else ": run `bank db upgrade`"))
+        return 0 if current == head else 1
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bank.adapters import migrate
+    from bank.adapters.sql import SqlUnitOfWork
+
+    engine = _engine(args)
+    migrate.upgrade(engine)
+    _seed(SqlUnitOfWork(engine))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from bank.adapters.sql import SqlUnitOfWork
+    from bank.app.check import check_ledger
+
+    report = check_ledger(SqlUnitOfWork(_engine(args)),
+                          progress=lambda n: print(f"  checked {n} postings", flush=True))
+    for problem in report.problems:
+        print(f"PROBLEM: {problem}")
+    print(f"checked {report.accounts} accounts and {report.postings} postings: "
+          + ("ledger consistent" if report.ok else f"{len(report.problems)} problems"))
+    return 0 if report.ok else 1
+
+
+# -- client commands ------------------------------------------------------------------------------
+def parse_amount(text: str, currency: str) -> tuple[int, int]:
+    """'12.50' -> (units, nanos) for google.type.Money; refuses more decimals than the currency."""
+    from bank.domain.currency import EXPONENTS
+
+    if currency not in EXPONENTS:
+        raise UserError(f"unknown currency {currency!r}")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise UserError(f"not an amount: {text!r}") from None
+    if not value.is_finite() or value <= 0:
+        raise UserError(f"the amount must be a positive number, not {text!r}")
+    if -value.as_tuple().exponent > EXPONENTS[currency]:  # type: ignore[operator]
+        raise UserError(f"{currency} has {EXPONENTS[currency]} decimal places: {text!r}")
+    units = int(value)
+    nanos = int((value - units) * 1_000_000_000)
+    return units, nanos
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from bank import client
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("BANK_LOG_LEVEL", "WARNING"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers = {"serve": cmd_serve, "db": cmd_db, "demo": cmd_demo, "check": cmd_check,
+                **client.COMMANDS}
+    try:
+        return int(handlers[args.command](args))
+    except UserError as error:
+        print(f"bank: error: {error}", file=sys.stderr)
+        return 2
+    except client.ServerRefused as error:
+        print(f"bank: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # a clear line for operational failures (database down, ...)
+        if os.environ.get("BANK_DEBUG"):
+            raise
+        print(f"bank: error: {type(error).__name__}: {str(error).splitlines()[0][:300]} "
+              "(set BANK_DEBUG=1 for details)", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from bank import client
+
+    parser = argparse.ArgumentParser(prog="bank", description="People's Bank core ledger")
+    parser.add_argument("--database-url", help="SQLAlchemy URL (default: $BANK_DATABASE_URL or "
+                        f"{DEFAULT_DATABASE_URL})")
+    parser.add_argument("--server", default=os.environ.get("BANK_SERVER", DEFAULT_SERVER),
+                        help=f"server address for client commands (default {DEFAULT_SERVER})")
+    parser.add_argument("--as", dest="principal",
+                        default=os.environ.get("BANK_PRINCIPAL", DEFAULT_PRINCIPAL),
+                        help="development identity subject;role[;scope] (default "
+                        f"{DEFAULT_PRINCIPAL!r})")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gRPC server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument("--demo", action="store_true", help="seed demo data first (idempotent)")
+    serve.add_argument("--no-migrate", action="store_true",
+                       help="only check that migrations are applied, do not apply them")
+
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("db_command", choices=["upgrade", "current"])
+    sub.add_parser("demo", help="seed demo data into the database (idempotent)")
+    sub.add_parser("check", help="verify account totals against postings and the trial balance")
+    client.add_parsers(sub)
+    return parser
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
