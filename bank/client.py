@@ -46,8 +46,8 @@ def _call(args: argparse.Namespace, method: str, request: Any) -> Any:
 
 
 def _money(m: Any) -> str:
-    from bank.domain.money import format_minor
     from bank.domain.currency import exponent
+    from bank.domain.money import format_minor
 
     minor = m.units * 10 ** exponent(m.currency_code) + m.nanos // 10 ** (
         9 - exponent(m.currency_code))
@@ -144,11 +144,11 @@ def cmd_trial_balance(args: argparse.Namespace) -> int:
     return 0
 
 
+ACCOUNT_COMMANDS = {"list": cmd_account_list, "show": cmd_account_show,
+                    "open": cmd_account_open}
 COMMANDS = {"account": lambda a: ACCOUNT_COMMANDS[a.account_command](a),
             "transfer": cmd_transfer, "statement": cmd_statement,
             "trial-balance": cmd_trial_balance}
-ACCOUNT_COMMANDS = {"list": cmd_account_list, "show": cmd_account_show,
-                    "open": cmd_account_open}
 
 
 def add_parsers(sub: Any) -> None:

@@ -90,8 +90,9 @@ def dev_header_resolver(context: grpc.ServicerContext) -> Principal:
 def authorise(method: str, principal: Principal) -> None:
     allowed = POLICY.get(method)
     if allowed is None or principal.role not in allowed:
+        short = method.rsplit("/", 1)[-1]
         raise PermissionDenied("ROLE_NOT_ALLOWED",
-                               f"role {principal.role.value} may not call {method.rsplit('/', 1)[-1]}",
+                               f"role {principal.role.value} may not call {short}",
                                metadata={"role": principal.role.value, "method": method})
 
 

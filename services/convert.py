@@ -211,8 +211,9 @@ def account_spec_in(a: pb.Account, path: str, v: ViolationCollector) -> AccountS
     if a.debits_must_not_exceed_credits and a.credits_must_not_exceed_debits:
         v.add(f"{path}.credits_must_not_exceed_debits", "cannot be set together with "
               "debits_must_not_exceed_credits")
+    present = {descriptor.name for descriptor, _ in a.ListFields()}
     for name in _ACCOUNT_OUTPUT_ONLY:
-        if a.HasField(name) if name not in ("name", "state") else getattr(a, name):
+        if name in present:
             v.add(f"{path}.{name}", "is output only and must not be set")
     if len(v.violations) > before:
         return None

@@ -14,6 +14,7 @@ from bank.app import transfers as transfer_cases
 from bank.app.accounts import BatchResult
 from bank.app.ports import AccountFilter, Clock, UnitOfWork
 from bank.domain import limits
+from bank.domain.currency import is_known
 from bank.domain.errors import DeadlineExceeded, ViolationCollector, invalid
 from services import convert as cv
 from services.auth import current_principal
@@ -128,7 +129,7 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
             owner_kind = kind.value if kind else None
         if request.owner_id and not cv.OWNER_RE.fullmatch(request.owner_id):
             v.add("owner_id", "must be 1-128 characters of [A-Za-z0-9_.:-]")
-        if request.currency_code and not cv.is_known(request.currency_code):
+        if request.currency_code and not is_known(request.currency_code):
             v.add("currency_code", "must be a known ISO 4217 currency code")
         v.raise_if_any()
         flt = AccountFilter(owner_kind, request.owner_id or None, request.currency_code or None)

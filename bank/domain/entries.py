@@ -199,7 +199,8 @@ def _validate_spec(spec: TransferSpec, path: str, v: ViolationCollector) -> None
         if previous is not line.side:
             v.add(f"{path}.postings[{j}].account",
                   "an account cannot be both debited and credited by one transfer")
-    if n and kind in _NEEDS_POSTINGS + (TransferKind.POST_PENDING,):
-        for currency, net in imbalances((p.side, p.amount, p.currency) for p in spec.postings).items():
+    if n and kind in (*_NEEDS_POSTINGS, TransferKind.POST_PENDING):
+        lines = ((p.side, p.amount, p.currency) for p in spec.postings)
+        for currency, net in imbalances(lines).items():
             v.add(f"{path}.postings",
                   f"debits and credits in {currency} must balance (off by {net} minor units)")

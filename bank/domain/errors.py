@@ -64,12 +64,13 @@ class LedgerError(Exception):
     def from_record(record: dict[str, Any]) -> LedgerError:
         """Rebuild an error from `to_record()` output."""
         cls = _KINDS[record["kind"]]
-        return cls(
+        error: LedgerError = cls(
             record["reason"],
             record["message"],
             violations=tuple(FieldViolation(f, d) for f, d in record["violations"]),
             metadata=dict(record["metadata"]),
         )
+        return error
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.reason!r}, {self.message!r})"

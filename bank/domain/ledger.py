@@ -184,7 +184,8 @@ class BatchPosting:
 
     def apply_expiry(self, index: int, pending: JournalEntry, transfer_id: str) -> ItemOutcome:
         """Release a hold whose timeout has passed (server-made; no client spec)."""
-        spec = TransferSpec(transfer_id, TransferKind.EXPIRE_PENDING, pending_id=pending.transfer_id)
+        spec = TransferSpec(transfer_id, TransferKind.EXPIRE_PENDING,
+                            pending_id=pending.transfer_id)
         return self._apply_one(index, spec)
 
     # -- one transfer ---------------------------------------------------------------------------
@@ -270,7 +271,9 @@ class BatchPosting:
                 lines: list[tuple[PostingLine, Effect]], pending: JournalEntry | None,
                 expires_ns: int) -> JournalEntry:
         for effect in Effect:
-            ensure(not imbalances((l.side, l.amount, l.currency) for l, e in lines if e is effect),
+            of_effect = ((line.side, line.amount, line.currency) for line, e in lines
+                         if e is effect)
+            ensure(not imbalances(of_effect),
                    f"unbalanced {effect.value} lines in {spec.transfer_id!r}")
         accounts = self._check_accounts(line for line, _ in lines)
         seq = self._seq

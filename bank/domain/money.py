@@ -61,8 +61,8 @@ def positive_amount(money: Money, field_path: str) -> int:
     if money.minor <= 0:
         raise invalid(field_path, "must be greater than zero", reason="AMOUNT_NOT_POSITIVE")
     if money.minor > AMOUNT_MINOR_MAX:
-        raise invalid(field_path, f"must be at most {format_minor(AMOUNT_MINOR_MAX, money.currency)}",
-                      reason="AMOUNT_TOO_LARGE")
+        largest = format_minor(AMOUNT_MINOR_MAX, money.currency)
+        raise invalid(field_path, f"must be at most {largest}", reason="AMOUNT_TOO_LARGE")
     return money.minor
 
 

@@ -6,7 +6,7 @@ an unbalanced entry, and account rules (identity fields immutable, posted totals
 a closed account stays closed).
 
 Revision ID: 0001
-Revises: 
+Revises:
 """
 
 from __future__ import annotations
