@@ -1,0 +1,189 @@
+"""Structural rules of transfers (`validate_specs`) and their canonical fingerprints."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from bank.domain.accounts import Side
+from bank.domain.entries import (
+    PostingLine,
+    TransferKind,
+    TransferSpec,
+    imbalances,
+    validate_specs,
+)
+from bank.domain.errors import InvalidArgument
+from bank.domain.limits import AMOUNT_MINOR_MAX, POSTINGS_PER_ENTRY_MAX
+
+D, C = Side.DEBIT, Side.CREDIT
+
+
+def line(account: str, side: Side, amount: int, currency: str = "GBP") -> PostingLine:
+    return PostingLine(account, side, amount, currency)
+
+
+def posted(tid: str = "t1", amount: int = 100, **kw) -> TransferSpec:
+    return TransferSpec(tid, TransferKind.POSTED,
+                        (line("cash", D, amount), line("alice", C, amount)), **kw)
+
+
+def violations(specs: list[TransferSpec]) -> list[tuple[str, str]]:
+    with pytest.raises(InvalidArgument) as caught:
+        validate_specs(specs)
+    error = caught.value
+    assert error.reason == "INVALID_FIELD"
+    assert error.metadata["field"] == error.violations[0].field
+    return [(v.field, v.description) for v in error.violations]
+
+
+def fields(specs: list[TransferSpec]) -> list[str]:
+    return [f for f, _ in violations(specs)]
+
+
+def test_a_balanced_posted_transfer_is_valid():
+    validate_specs([posted()])
+
+
+def test_an_empty_batch_is_refused():
+    assert fields([]) == ["transfers"]
+
+
+def test_an_unbalanced_transfer_is_refused_naming_its_postings_and_the_difference():
+    spec = TransferSpec("t1", TransferKind.POSTED, (line("cash", D, 100), line("alice", C, 90)))
+    [(field, description)] = violations([posted("t0"), spec])
+    assert field == "transfers[1].postings"
+    assert "GBP" in description and "10" in description
+
+
+def test_balance_is_checked_per_currency_not_in_total():
+    spec = TransferSpec("fx", TransferKind.POSTED, (
+        line("cash", D, 100, "GBP"), line("alice", C, 100, "EUR")))
+    assert [d for _, d in violations([spec])] == [
+        "debits and credits in EUR must balance (off by -100 minor units)",
+        "debits and credits in GBP must balance (off by 100 minor units)",
+    ]
+
+
+def test_a_transfer_with_a_single_posting_is_refused():
+    spec = TransferSpec("t1", TransferKind.POSTED, (line("cash", D, 100),))
+    assert "transfers[0].postings" in fields([spec])
+
+
+def test_a_transfer_with_too_many_postings_is_refused():
+    many = tuple(line(f"a{i}", D if i % 2 else C, 1) for i in range(POSTINGS_PER_ENTRY_MAX + 2))
+    assert fields([TransferSpec("t1", TransferKind.PENDING, many)]) == ["transfers[0].postings"]
+
+
+def test_an_account_debited_and_credited_by_one_transfer_is_refused_at_the_second_posting():
+    spec = TransferSpec("t1", TransferKind.POSTED, (
+        line("cash", D, 100), line("alice", C, 50), line("cash", C, 50)))
+    assert fields([spec]) == ["transfers[0].postings[2].account"]
+
+
+def test_an_account_debited_twice_by_one_transfer_is_allowed():
+    validate_specs([TransferSpec("t1", TransferKind.POSTED, (
+        line("cash", D, 60), line("cash", D, 40), line("alice", C, 100)))])
+
+
+@pytest.mark.parametrize("amount", [0, -5, AMOUNT_MINOR_MAX + 1])
+def test_a_posting_amount_outside_the_allowed_range_is_refused_at_that_posting(amount):
+    spec = TransferSpec("t1", TransferKind.POSTED, (
+        line("cash", D, amount), line("alice", C, amount)))
+    assert fields([spec]) == ["transfers[0].postings[0].amount", "transfers[0].postings[1].amount"]
+
+
+def test_a_request_ending_in_an_open_linked_chain_is_refused_at_its_last_transfer():
+    assert fields([posted("t1", linked=True), posted("t2", linked=True)]) == [
+        "transfers[1].linked"]
+
+
+def test_a_closed_linked_chain_is_valid():
+    validate_specs([posted("t1", linked=True), posted("t2")])
+
+
+@pytest.mark.parametrize("kind", [TransferKind.VOID_PENDING, TransferKind.REVERSAL])
+def test_voids_and_reversals_may_not_carry_postings(kind):
+    spec = TransferSpec("t1", kind, posted().postings,
+                        pending_id="h1" if kind is TransferKind.VOID_PENDING else None,
+                        reverses_id="t0" if kind is TransferKind.REVERSAL else None)
+    assert fields([spec]) == ["transfers[0].postings"]
+
+
+def test_a_client_cannot_ask_for_an_expiry():
+    assert fields([TransferSpec("t1", TransferKind.EXPIRE_PENDING)]) == ["transfers[0].kind"]
+    spec = TransferSpec("t1", TransferKind.EXPIRE_PENDING, pending_id="h1")
+    assert fields([spec])[0] == "transfers[0].kind"
+
+
+@pytest.mark.parametrize("kind", [TransferKind.POST_PENDING, TransferKind.VOID_PENDING])
+def test_posting_or_voiding_a_hold_requires_the_pending_transfer_id(kind):
+    assert fields([TransferSpec("t1", kind)]) == ["transfers[0].pending_transfer_id"]
+
+
+def test_a_pending_transfer_id_is_refused_on_a_posted_transfer():
+    assert fields([posted(pending_id="h1")]) == ["transfers[0].pending_transfer_id"]
+
+
+def test_a_reversal_requires_the_id_of_what_it_reverses():
+    assert fields([TransferSpec("r1", TransferKind.REVERSAL)]) == [
+        "transfers[0].reverses_transfer_id"]
+
+
+def test_a_reverses_id_is_refused_on_anything_but_a_reversal():
+    assert fields([posted(reverses_id="t0")]) == ["transfers[0].reverses_transfer_id"]
+
+
+def test_a_timeout_is_only_allowed_on_a_pending_transfer():
+    assert fields([posted(timeout_seconds=60)]) == ["transfers[0].timeout_seconds"]
+    validate_specs([TransferSpec("h1", TransferKind.PENDING, posted().postings,
+                                 timeout_seconds=60)])
+
+
+def test_posting_a_hold_for_less_must_still_balance():
+    spec = TransferSpec("p1", TransferKind.POST_PENDING,
+                        (line("cash", D, 60), line("alice", C, 50)), pending_id="h1")
+    assert fields([spec]) == ["transfers[0].postings"]
+
+
+def test_every_violation_of_a_batch_is_reported_in_request_order():
+    bad = [
+        posted("t0"),
+        TransferSpec("t1", TransferKind.POSTED, (line("cash", D, 0), line("cash", C, 0))),
+        TransferSpec("t2", TransferKind.REVERSAL, posted().postings, linked=True),
+    ]
+    assert fields(bad) == [
+        "transfers[1].postings[0].amount",
+        "transfers[1].postings[1].amount",
+        "transfers[1].postings[1].account",
+        "transfers[2].postings",
+        "transfers[2].reverses_transfer_id",
+        "transfers[2].linked",
+    ]
+
+
+def test_the_error_message_names_the_first_violation_and_counts_the_rest():
+    with pytest.raises(InvalidArgument) as caught:
+        validate_specs([posted(timeout_seconds=5, pending_id="h")])
+    assert caught.value.message.startswith("transfers[0].pending_transfer_id:")
+    assert caught.value.message.endswith("(and 1 more)")
+
+
+def test_imbalances_lists_only_currencies_that_do_not_balance():
+    assert imbalances([(D, 5, "GBP"), (C, 5, "GBP"), (D, 7, "EUR")]) == {"EUR": 7}
+    assert imbalances([]) == {}
+
+
+def test_the_fingerprint_depends_on_content_not_on_the_linked_flag():
+    assert posted().fingerprint() == posted().fingerprint()
+    assert posted().fingerprint() == posted(linked=True).fingerprint()
+    assert posted().fingerprint() != posted(amount=101).fingerprint()
+    assert posted().fingerprint() != posted(description="rent").fingerprint()
+    assert posted().fingerprint() != posted(effective_date=date(2026, 1, 2)).fingerprint()
+
+
+def test_the_fingerprint_ignores_the_order_of_metadata():
+    a = posted(metadata=(("a", "1"), ("b", "2")))
+    b = posted(metadata=(("b", "2"), ("a", "1")))
+    assert a.fingerprint() == b.fingerprint()
