@@ -20,7 +20,8 @@ from typing import Any
 
 DEFAULT_DATABASE_URL = "sqlite:///var/ledger.db"
 DEFAULT_SERVER = "127.0.0.1:50051"
-DEFAULT_PRINCIPAL = "cli;teller;branch:preston"
+DEFAULT_IDENTITY = "teller"
+DEFAULT_PKI_DIR = "var/pki"
 
 
 class UserError(Exception):
@@ -58,17 +59,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uow = SqlUnitOfWork(engine)
     if args.demo:
         _seed(uow)
-    running = start_server(uow, host=args.host, port=args.port, clock=SystemClock())
+    credentials, resolver = None, None
+    if not args.plaintext_dev:
+        credentials, resolver = _tls(Path(args.pki_dir))
+    running = start_server(uow, host=args.host, port=args.port, clock=SystemClock(),
+                           credentials=credentials, resolver=resolver)
     address = f"{args.host}:{running.port}"
+    flags = "" if address == DEFAULT_SERVER else f" --server {address}"
+    if args.plaintext_dev:
+        flags += " --plaintext-dev --as 'you;teller'"
     print(f"People's Bank ledger serving on {address} "
           f"(database {engine.url.render_as_string(hide_password=True)})")
-    print("Development mode: plaintext on loopback; callers name themselves with the "
-          "x-bank-principal header (subject;role[;scope]).")
+    if args.plaintext_dev:
+        print("DEVELOPMENT PLAINTEXT on loopback: callers name themselves with the "
+              "x-bank-principal header (subject;role[;scope]).")
+    else:
+        print(f"mTLS: client certificates from the CA in {args.pki_dir}/ca.pem; demo "
+              f"identities in {args.pki_dir}/clients/ ({', '.join(DEMO_NAMES)}).")
     print("Try, in another terminal:")
-    print(f"  .venv/bin/bank --server {address} account list")
-    print(f"  .venv/bin/bank --server {address} statement council-preston-capital")
-    print(f"  .venv/bin/bank --server {address} transfer m-0002-deposit m-0003-deposit 12.50")
-    print(f"  grpcurl -plaintext -H 'x-bank-principal: you;teller' {address} list")
+    print(f"  .venv/bin/bank{flags} account list")
+    print(f"  .venv/bin/bank{flags} statement council-preston-capital")
+    print(f"  .venv/bin/bank{flags} transfer m-0002-deposit m-0003-deposit 12.50")
+    if not args.plaintext_dev:
+        print(f"  .venv/bin/bank{flags} --as regulator trial-balance")
     print("Press Ctrl-C to stop.", flush=True)
     stop = {"requested": False}
 
@@ -82,6 +95,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     running.wait()
     print("stopped.")
     return 0
+
+
+DEMO_NAMES = ("teller", "loan-officer", "approver", "approver-2", "council-preston",
+              "council-lancaster", "regulator", "auditor", "operator")
+
+
+def _tls(pki_dir: Path) -> tuple[Any, Any]:
+    """mTLS credentials; on a fresh machine, create the development CA and demo identities."""
+    from bank.adapters.pki import Pki
+    from services.server import tls_credentials
+
+    created = Pki(pki_dir).ensure_demo()
+    if created:
+        print(f"Created development PKI in {pki_dir}: {', '.join(created)}", flush=True)
+    return tls_credentials(pki_dir)
 
 
 def _seed(uow: Any) -> None:
@@ -187,10 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_DATABASE_URL})")
     parser.add_argument("--server", default=os.environ.get("BANK_SERVER", DEFAULT_SERVER),
                         help=f"server address for client commands (default {DEFAULT_SERVER})")
-    parser.add_argument("--as", dest="principal",
-                        default=os.environ.get("BANK_PRINCIPAL", DEFAULT_PRINCIPAL),
-                        help="development identity subject;role[;scope] (default "
-                        f"{DEFAULT_PRINCIPAL!r})")
+    parser.add_argument("--as", dest="identity",
+                        default=os.environ.get("BANK_IDENTITY", DEFAULT_IDENTITY),
+                        help="client certificate name under PKI_DIR/clients (default "
+                        f"{DEFAULT_IDENTITY!r}); with --plaintext-dev, subject;role[;scope]")
+    parser.add_argument("--pki-dir", default=os.environ.get("BANK_PKI_DIR", DEFAULT_PKI_DIR),
+                        help=f"development PKI folder (default {DEFAULT_PKI_DIR})")
+    parser.add_argument("--plaintext-dev", action="store_true",
+                        help="development only: no TLS, loopback only, identity by header")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC server")

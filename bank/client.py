@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import uuid
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -32,12 +33,30 @@ def _describe(error: grpc.RpcError) -> str:
     return text
 
 
+def channel_for(args: argparse.Namespace) -> tuple[grpc.Channel, list[tuple[str, str]]]:
+    """A channel and call metadata for the chosen identity: a client certificate (mTLS), or
+    with --plaintext-dev the development header."""
+    if args.plaintext_dev:
+        return grpc.insecure_channel(args.server), [("x-bank-principal", args.identity)]
+    root = Path(args.pki_dir)
+    cert, key = root / "clients" / f"{args.identity}.pem", root / "clients" / f"{args.identity}.key"
+    if not cert.exists() or not key.exists():
+        from bank.cli import UserError
+
+        raise UserError(f"no client certificate {args.identity!r} in {root / 'clients'} "
+                        "(issue one with ops/pki.py, or start `bank serve` once to create the "
+                        "demo identities)")
+    credentials = grpc.ssl_channel_credentials(
+        (root / "ca.pem").read_bytes(), key.read_bytes(), cert.read_bytes())
+    return grpc.secure_channel(args.server, credentials), []
+
+
 def _call(args: argparse.Namespace, method: str, request: Any) -> Any:
-    with grpc.insecure_channel(args.server) as channel:
+    channel, metadata = channel_for(args)
+    with channel:
         stub = pb_grpc.LedgerServiceStub(channel)
         try:
-            return getattr(stub, method)(request, timeout=TIMEOUT_S,
-                                         metadata=[("x-bank-principal", args.principal)])
+            return getattr(stub, method)(request, timeout=TIMEOUT_S, metadata=metadata)
         except grpc.RpcError as error:
             if error.code() is grpc.StatusCode.UNAVAILABLE:
                 raise ServerRefused(f"cannot reach the server at {args.server}: is "

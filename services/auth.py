@@ -1,12 +1,14 @@
 """Authentication and authorisation: one interceptor and one policy table.
 
 The interceptor wraps every handler. It resolves the caller's `Principal`, checks the policy
-table for the method, and publishes the principal to the handler through `current_principal()`.
+table (`services/policy.py`) for the method and the request, and publishes the principal to
+the handler through `current_principal()`.
 A call with no usable identity is UNAUTHENTICATED; a role the table does not allow is
 PERMISSION_DENIED. Nothing runs before this check.
 
 Identity comes from the transport:
-- mTLS (production): the verified client certificate (see issue 3 work in `services/identity`).
+- mTLS: the verified client certificate (`CertificateResolver`): CN names the principal, OU
+  the role, a `urn:peoplesbank:scope:` URI the scope; revoked serials (CA-signed CRL) are refused.
 - development plaintext on loopback only: the `x-bank-principal` metadata header,
   `subject;role[;scope]`. The server refuses to start plaintext on a non-loopback address.
 """
@@ -15,39 +17,23 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_status import rpc_status
 
-from bank.domain.errors import LedgerError, PermissionDenied, Unauthenticated
+from bank.adapters.pki import PkiError, principal_of, revoked_serials
+from bank.domain.errors import LedgerError, Unauthenticated
 from bank.domain.identity import Principal, Role
 from services.errors import to_status
+from services.policy import Directory, authorise
 
 log = logging.getLogger(__name__)
 
 PRINCIPAL_HEADER = "x-bank-principal"
-LEDGER = "/peoplesbank.ledger.v1.LedgerService/"
-
-READERS = frozenset({Role.TELLER, Role.LOAN_OFFICER, Role.APPROVER, Role.REGULATOR,
-                     Role.AUDITOR, Role.OPERATOR})
-MONEY_MOVERS = frozenset({Role.TELLER, Role.LOAN_OFFICER})
-
-# Method -> roles allowed. A method missing from this table is refused for everyone.
-POLICY: dict[str, frozenset[Role]] = {
-    LEDGER + "CreateAccounts": MONEY_MOVERS,
-    LEDGER + "CloseAccount": frozenset({Role.TELLER}),
-    LEDGER + "CreateTransfers": MONEY_MOVERS,
-    LEDGER + "GetAccount": READERS,
-    LEDGER + "ListAccounts": READERS,
-    LEDGER + "GetTransfer": READERS,
-    LEDGER + "ListAccountEntries": READERS,
-    LEDGER + "GetAccountBalance": READERS,
-    LEDGER + "GetTrialBalance": READERS,
-    LEDGER + "WatchEntries": frozenset({Role.REGULATOR, Role.AUDITOR, Role.OPERATOR,
-                                        Role.TELLER}),
-}
 # Infrastructure services that need no principal (they expose no member data or money).
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
                  "/grpc.reflection.v1.ServerReflection/")
@@ -79,6 +65,55 @@ def principal_from_header(value: str) -> Principal:
 Resolver = Callable[[grpc.ServicerContext], Principal]
 
 
+class CertificateResolver:
+    """Identity from the verified client certificate (mTLS), refusing revoked ones.
+
+    gRPC has already checked the chain to our CA and the validity period during the handshake
+    (an expired or foreign certificate never gets here). This reads the principal from the
+    certificate and checks its serial against the CA-signed CRL, reloaded when the file changes.
+    """
+
+    def __init__(self, ca_pem: bytes, crl_path: Path | None) -> None:
+        self._ca_pem = ca_pem
+        self._crl_path = crl_path
+        self._crl_mtime_ns = -1
+        self._revoked: frozenset[int] = frozenset()
+        self._lock = threading.Lock()
+
+    def _revoked_now(self) -> frozenset[int]:
+        if self._crl_path is None:
+            return frozenset()
+        try:
+            mtime = self._crl_path.stat().st_mtime_ns
+        except FileNotFoundError:
+            raise Unauthenticated("CRL_UNAVAILABLE", "the revocation list is missing; "
+                                  "refusing all certificates until it is restored") from None
+        with self._lock:
+            if mtime != self._crl_mtime_ns:
+                try:
+                    self._revoked = frozenset(revoked_serials(self._crl_path.read_bytes(),
+                                                              self._ca_pem))
+                except (PkiError, ValueError) as error:
+                    raise Unauthenticated("CRL_UNAVAILABLE",
+                                          f"the revocation list is unusable: {error}") from None
+                self._crl_mtime_ns = mtime
+            return self._revoked
+
+    def __call__(self, context: grpc.ServicerContext) -> Principal:
+        pem = context.auth_context().get("x509_pem_cert")
+        if not pem:
+            raise Unauthenticated("NO_CLIENT_CERTIFICATE", "a client certificate is required")
+        try:
+            principal, serial = principal_of(pem[0])
+        except (PkiError, ValueError) as error:
+            raise Unauthenticated("BAD_CLIENT_CERTIFICATE", str(error)) from None
+        if serial in self._revoked_now():
+            raise Unauthenticated("CERTIFICATE_REVOKED",
+                                  f"the certificate of {principal.subject!r} has been revoked",
+                                  metadata={"subject": principal.subject})
+        return principal
+
+
 def dev_header_resolver(context: grpc.ServicerContext) -> Principal:
     for key, value in context.invocation_metadata():
         if key == PRINCIPAL_HEADER:
@@ -87,42 +122,51 @@ def dev_header_resolver(context: grpc.ServicerContext) -> Principal:
                           f"loopback development server, the {PRINCIPAL_HEADER} header)")
 
 
-def authorise(method: str, principal: Principal) -> None:
-    allowed = POLICY.get(method)
-    if allowed is None or principal.role not in allowed:
-        short = method.rsplit("/", 1)[-1]
-        raise PermissionDenied("ROLE_NOT_ALLOWED",
-                               f"role {principal.role.value} may not call {short}",
-                               metadata={"role": principal.role.value, "method": method})
+DenialRecorder = Callable[[Principal | None, str, LedgerError], None]
 
 
 class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """Resolves and authorises the principal before any handler runs."""
+    """Resolves and authorises the principal before any handler runs.
 
-    def __init__(self, resolve: Resolver) -> None:
+    Every refusal is logged and passed to `on_denied`, which records it in the audit log.
+    """
+
+    def __init__(self, resolve: Resolver, directory: Directory,
+                 on_denied: DenialRecorder | None = None) -> None:
         self._resolve = resolve
+        self._directory = directory
+        self._on_denied = on_denied
 
     def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = continuation(details)
         method = details.method
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
-        resolve = self._resolve
+        resolve, directory, on_denied = self._resolve, self._directory, self._on_denied
 
-        def check(context: grpc.ServicerContext) -> contextvars.Token[Principal | None]:
+        def check(request: Any, context: grpc.ServicerContext
+                  ) -> contextvars.Token[Principal | None]:
+            principal: Principal | None = None
             try:
                 principal = resolve(context)
-                authorise(method, principal)
+                authorise(method, principal, request, directory)
             except LedgerError as error:
-                log.info("denied %s: %s", method, error.reason)
+                log.info("denied %s to %s: %s", method,
+                         principal.subject if principal else "unidentified caller", error.reason)
+                if on_denied is not None:
+                    try:
+                        on_denied(principal, method, error)
+                    except Exception:
+                        log.exception("could not record a denial in the audit log")
                 context.abort_with_status(rpc_status.to_status(to_status(error)))
+            assert principal is not None
             return _principal.set(principal)
 
         if handler.unary_unary is not None:
             inner = handler.unary_unary
 
             def unary(request: Any, context: grpc.ServicerContext) -> Any:
-                token = check(context)
+                token = check(request, context)
                 try:
                     return inner(request, context)
                 finally:
@@ -137,7 +181,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             def stream(request: Any, context: grpc.ServicerContext) -> Any:
                 # No reset: a generator may be resumed in another context; the next call on
                 # this thread sets its own principal before its handler runs.
-                check(context)
+                check(request, context)
                 yield from inner_stream(request, context)
 
             return grpc.unary_stream_rpc_method_handler(

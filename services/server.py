@@ -12,8 +12,10 @@ import ipaddress
 import logging
 import threading
 import uuid
+from collections.abc import Iterable
 from concurrent import futures
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,10 +24,13 @@ from grpc_reflection.v1alpha import reflection
 from bank.adapters.clock import SystemClock
 from bank.adapters.sql import SqlUnitOfWork
 from bank.app.ports import Clock
+from bank.app.queries import account_owners, transfer_accounts
 from bank.app.transfers import expire_holds
+from bank.app.unit import record_denial
 from bank.domain import limits
 from bank.domain.errors import LedgerError
-from services.auth import AuthInterceptor, Resolver, dev_header_resolver
+from bank.domain.identity import Principal
+from services.auth import AuthInterceptor, CertificateResolver, Resolver, dev_header_resolver
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import CommitSignal, LedgerServicer
@@ -77,6 +82,29 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class UowDirectory:
+    """The lookups scope checks need, read from the ledger."""
+
+    def __init__(self, uow: SqlUnitOfWork) -> None:
+        self._uow = uow
+
+    def account_owners(self, account_ids: Iterable[str]) -> dict[str, str]:
+        return account_owners(self._uow, account_ids)
+
+    def transfer_accounts(self, transfer_id: str) -> set[str]:
+        return transfer_accounts(self._uow, transfer_id)
+
+
+def tls_credentials(pki_root: Path) -> tuple[grpc.ServerCredentials, Resolver]:
+    """Server credentials that require a client certificate from the CA in `pki_root`, and the
+    resolver that reads principals from those certificates."""
+    ca_pem = (pki_root / "ca.pem").read_bytes()
+    credentials = grpc.ssl_server_credentials(
+        [((pki_root / "server.key").read_bytes(), (pki_root / "server.pem").read_bytes())],
+        root_certificates=ca_pem, require_client_auth=True)
+    return credentials, CertificateResolver(ca_pem, pki_root / "crl.pem")
+
+
 def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
                  clock: Clock | None = None,
                  credentials: grpc.ServerCredentials | None = None,
@@ -91,9 +119,13 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
     clock = clock or SystemClock()
     stopping = threading.Event()
     signal = CommitSignal()
+    def on_denied(principal: Principal | None, method: str, error: LedgerError) -> None:
+        record_denial(uow, clock, principal, method, error.reason)
+
+    interceptor = AuthInterceptor(resolver or dev_header_resolver, UowDirectory(uow), on_denied)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=WORKERS_MAX, thread_name_prefix="rpc"),
-        interceptors=[AuthInterceptor(resolver or dev_header_resolver)],
+        interceptors=[interceptor],
         options=SERVER_OPTIONS, maximum_concurrent_rpcs=CONCURRENT_RPCS_MAX)
     pb_grpc.add_LedgerServiceServicer_to_server(
         LedgerServicer(uow, clock, signal, stopping), server)

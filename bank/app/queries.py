@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -142,6 +143,19 @@ def trial_balance(uow: UnitOfWork) -> list[TrialBalanceRow]:
     for currency, difference in net.items():
         ensure(difference == 0, f"trial balance off by {difference} in {currency}")
     return rows
+
+
+def account_owners(uow: UnitOfWork, account_ids: Iterable[str]) -> dict[str, str]:
+    """Owner id of each existing account among `account_ids` (for scope checks)."""
+    with uow.read() as r:
+        return {a.account_id: a.owner_id for a in r.get_accounts(sorted(set(account_ids)))}
+
+
+def transfer_accounts(uow: UnitOfWork, transfer_id: str) -> set[str]:
+    """Accounts a transfer posts to (empty when there is no such transfer)."""
+    with uow.read() as r:
+        entry = r.get_entries([transfer_id]).get(transfer_id)
+    return {p.account_id for p in entry.postings} if entry else set()
 
 
 def entries_after(uow: UnitOfWork, after_seq: int, size: int) -> list[JournalEntry]:

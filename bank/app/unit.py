@@ -124,6 +124,20 @@ def _run_once(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[
     return result
 
 
+def record_denial(uow: UnitOfWork, clock: Clock, principal: Principal | None, method: str,
+                  reason: str) -> None:
+    """Append an audit leaf for a refused call (nothing else changes), in its own transaction."""
+    who = principal.as_record() if principal else {"subject": "", "role": "", "scope": ""}
+    with uow.write() as tx:
+        head = tx.lock_head()
+        now_ns = max(clock.now_ns(), head.last_recorded_ns + 1)
+        record = {"index": head.audit_size, "time_ns": now_ns, "principal": who,
+                  "method": method, "outcome": "denied", "reason": reason}
+        data = leaf_bytes(record)
+        tx.append_audit([AuditLeaf(head.audit_size, now_ns, data, leaf_hash(data))])
+        tx.save_head(Head(head.next_seq, now_ns, head.audit_size + 1))
+
+
 def _audit(tx: LedgerWriter, head: Head, now_ns: int, command: Command, fingerprint: str,
            outcome_json: str) -> Head:
     record = {

@@ -1,0 +1,129 @@
+"""Who may call what: the one policy table, and the scope rules for council integrations.
+
+Every RPC is checked here by the auth interceptor before its handler runs; a method missing
+from `POLICY` is refused for everyone. A role listed in `Rule.scoped` may call the method only
+on resources inside its scope: a council integration (scope `council:<name>`) sees only the
+accounts whose owner id is its scope, and transfers touching them. Refusals never reveal whether
+an out-of-scope resource exists.
+
+                                  teller  loan    approver council regulator auditor operator
+                                          officer
+CreateAccounts, CreateTransfers   yes     yes
+CloseAccount                      yes
+GetAccount, ListAccountEntries,   yes     yes     yes      own     yes       yes     yes
+  GetAccountBalance, GetTransfer
+ListAccounts                      yes     yes     yes      own**   yes       yes     yes
+GetTrialBalance                   yes     yes     yes              yes       yes     yes
+WatchEntries                      yes                              yes       yes     yes
+ListApprovals, GetApproval        yes     yes     yes              yes       yes
+ApproveOperation, RejectOperation                 yes***
+
+*  own: only resources of the council named by the certificate's scope.
+** a council must filter ListAccounts by its own owner_id.
+*** never the maker of the operation (checked in the use case: `bank.app.approvals`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from bank.domain.errors import PermissionDenied
+from bank.domain.identity import Principal, Role
+
+LEDGER = "/peoplesbank.ledger.v1.LedgerService/"
+APPROVALS = "/peoplesbank.approvals.v1.ApprovalService/"
+
+
+class Directory(Protocol):
+    """What scope checks may look up (read-only)."""
+
+    def account_owners(self, account_ids: Iterable[str]) -> dict[str, str]: ...
+
+    def transfer_accounts(self, transfer_id: str) -> set[str]: ...
+
+
+ScopeRule = Callable[[Principal, Any, Directory], bool]
+
+
+@dataclass(frozen=True)
+class Rule:
+    roles: frozenset[Role]
+    # Roles allowed only within their scope, each with the rule that decides it.
+    scoped: tuple[tuple[Role, ScopeRule], ...] = ()
+
+    def allows(self, principal: Principal, request: Any, directory: Directory) -> bool:
+        if principal.role in self.roles:
+            return True
+        for role, rule in self.scoped:
+            if principal.role is role:
+                return bool(principal.scope) and rule(principal, request, directory)
+        return False
+
+
+def _account_id(name: str) -> str:
+    return name.removeprefix("accounts/")
+
+
+def _owns(principal: Principal, account_ids: Iterable[str], directory: Directory) -> bool:
+    ids = set(account_ids)
+    owners = directory.account_owners(ids)
+    return bool(ids) and all(owners.get(i) == principal.scope for i in ids)
+
+
+def own_account_by_name(principal: Principal, request: Any, directory: Directory) -> bool:
+    return _owns(principal, [_account_id(request.name)], directory)
+
+
+def own_account_by_account(principal: Principal, request: Any, directory: Directory) -> bool:
+    return _owns(principal, [_account_id(request.account)], directory)
+
+
+def own_owner_filter(principal: Principal, request: Any, directory: Directory) -> bool:
+    return bool(request.owner_id == principal.scope)
+
+
+def touches_own_account(principal: Principal, request: Any, directory: Directory) -> bool:
+    accounts = directory.transfer_accounts(request.name.removeprefix("transfers/"))
+    owners = directory.account_owners(accounts)
+    return any(owner == principal.scope for owner in owners.values())
+
+
+STAFF_READERS = frozenset({Role.TELLER, Role.LOAN_OFFICER, Role.APPROVER, Role.REGULATOR,
+                           Role.AUDITOR, Role.OPERATOR})
+MONEY_MOVERS = frozenset({Role.TELLER, Role.LOAN_OFFICER})
+COUNCIL = Role.COUNCIL
+
+POLICY: dict[str, Rule] = {
+    LEDGER + "CreateAccounts": Rule(MONEY_MOVERS),
+    LEDGER + "CloseAccount": Rule(frozenset({Role.TELLER})),
+    LEDGER + "CreateTransfers": Rule(MONEY_MOVERS),
+    LEDGER + "GetAccount": Rule(STAFF_READERS, ((COUNCIL, own_account_by_name),)),
+    LEDGER + "ListAccounts": Rule(STAFF_READERS, ((COUNCIL, own_owner_filter),)),
+    LEDGER + "GetTransfer": Rule(STAFF_READERS, ((COUNCIL, touches_own_account),)),
+    LEDGER + "ListAccountEntries": Rule(STAFF_READERS, ((COUNCIL, own_account_by_account),)),
+    LEDGER + "GetAccountBalance": Rule(STAFF_READERS, ((COUNCIL, own_account_by_account),)),
+    LEDGER + "GetTrialBalance": Rule(STAFF_READERS),
+    LEDGER + "WatchEntries": Rule(frozenset({Role.TELLER, Role.REGULATOR, Role.AUDITOR,
+                                             Role.OPERATOR})),
+    APPROVALS + "ListApprovals": Rule(frozenset({Role.TELLER, Role.LOAN_OFFICER, Role.APPROVER,
+                                                 Role.REGULATOR, Role.AUDITOR})),
+    APPROVALS + "GetApproval": Rule(frozenset({Role.TELLER, Role.LOAN_OFFICER, Role.APPROVER,
+                                               Role.REGULATOR, Role.AUDITOR})),
+    APPROVALS + "ApproveOperation": Rule(frozenset({Role.APPROVER})),
+    APPROVALS + "RejectOperation": Rule(frozenset({Role.APPROVER})),
+}
+
+
+def authorise(method: str, principal: Principal, request: Any, directory: Directory) -> None:
+    """Raise `PermissionDenied` unless the policy lets `principal` make this call."""
+    rule = POLICY.get(method)
+    short = method.rsplit("/", 1)[-1]
+    if rule is None or not rule.allows(principal, request, directory):
+        in_scope = rule is not None and any(principal.role is r for r, _ in rule.scoped)
+        raise PermissionDenied(
+            "OUT_OF_SCOPE" if in_scope else "ROLE_NOT_ALLOWED",
+            f"{principal.role.value} {principal.subject!r} may not call {short}"
+            + (f" outside its scope {principal.scope!r}" if in_scope else ""),
+            metadata={"role": principal.role.value, "method": short})

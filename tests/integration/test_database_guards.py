@@ -1,0 +1,222 @@
+"""The database itself refuses what would corrupt the ledger, even with the application bypassed.
+
+Every test runs on SQLite and on PostgreSQL (through the `engine` fixture), sets up a small
+ledger through the use cases, then tries a forbidden change with raw SQL and checks that it is
+refused and that the rows involved are exactly as they were.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
+
+from bank.app.accounts import AccountSpec, close_account, create_accounts
+from bank.app.transfers import create_transfers
+from bank.domain.accounts import AccountType, OwnerKind, Side
+from bank.domain.entries import PostingLine, TransferKind, TransferSpec
+from bank.domain.identity import SYSTEM
+
+D, C = Side.DEBIT, Side.CREDIT
+
+
+def _lines(debit: str, credit: str, amount: int) -> tuple[PostingLine, ...]:
+    return (PostingLine(debit, D, amount, "GBP"), PostingLine(credit, C, amount, "GBP"))
+
+
+@pytest.fixture
+def ledger(engine, uow, clock) -> Engine:
+    """cash (asset), alice (no overdraft, 1000 in, a 100 hold out), shop, spare (never used),
+    gone (closed), and loan (may not go into credit). Entry positions 1 and 2 exist."""
+    specs = [
+        AccountSpec("cash", "GBP", AccountType.ASSET, "1000", OwnerKind.BANK, "bank"),
+        AccountSpec("alice", "GBP", AccountType.LIABILITY, "2000", OwnerKind.MEMBER, "alice",
+                    debits_must_not_exceed_credits=True),
+        AccountSpec("shop", "GBP", AccountType.LIABILITY, "2000", OwnerKind.MEMBER, "shop"),
+        AccountSpec("spare", "GBP", AccountType.LIABILITY, "2000", OwnerKind.MEMBER, "spare"),
+        AccountSpec("gone", "GBP", AccountType.LIABILITY, "2000", OwnerKind.MEMBER, "gone"),
+        AccountSpec("loan", "GBP", AccountType.ASSET, "1200", OwnerKind.MEMBER, "loan",
+                    credits_must_not_exceed_debits=True),
+    ]
+    assert all(i.error is None for i in create_accounts(uow, clock, SYSTEM, "a", specs).items)
+    result = create_transfers(uow, clock, SYSTEM, "t", [
+        TransferSpec("fund", TransferKind.POSTED, _lines("cash", "alice", 1000)),
+        TransferSpec("hold", TransferKind.PENDING, _lines("alice", "shop", 100)),
+    ])
+    assert all(i.error is None for i in result.items)
+    close_account(uow, clock, SYSTEM, "c", "gone")
+    return engine
+
+
+def rows(engine: Engine, table: str) -> list[tuple[Any, ...]]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(text(f"SELECT * FROM {table} ORDER BY 1, 2"))]
+
+
+def refused(engine: Engine, sql: str, *, match: str = "", **params: Any) -> None:
+    """`sql` must fail in its own transaction, leaving every table as it was."""
+    tables = ("accounts", "entries", "postings", "requests", "audit_log", "ledger_head")
+    before = {table: rows(engine, table) for table in tables}
+    with pytest.raises(DBAPIError) as caught, engine.begin() as conn:
+        conn.execute(text(sql), params)
+    assert match.lower() in str(caught.value.orig).lower()
+    assert {table: rows(engine, table) for table in tables} == before
+
+
+# -- history is append-only -----------------------------------------------------------------------
+
+HISTORY_CHANGES = {
+    ("entries", "UPDATE"): "UPDATE entries SET description = 'edited' WHERE seq = 1",
+    ("entries", "DELETE"): "DELETE FROM entries WHERE seq = 2",
+    ("postings", "UPDATE"): "UPDATE postings SET amount = amount + 1 WHERE entry_seq = 1",
+    ("postings", "DELETE"): "DELETE FROM postings WHERE entry_seq = 1",
+    ("audit_log", "UPDATE"): "UPDATE audit_log SET recorded_ns = 0",
+    ("audit_log", "DELETE"): "DELETE FROM audit_log WHERE idx = 2",
+    ("requests", "UPDATE"): "UPDATE requests SET outcome_json = '{}' WHERE request_id = 't'",
+    ("requests", "DELETE"): "DELETE FROM requests",
+}
+
+
+@pytest.mark.parametrize(("table", "op"), list(HISTORY_CHANGES))
+def test_history_rows_cannot_be_updated_or_deleted(ledger, table, op):
+    assert rows(ledger, table)
+    refused(ledger, HISTORY_CHANGES[(table, op)], match="append-only")
+
+
+def test_even_a_no_op_update_of_history_is_refused(ledger):
+    refused(ledger, "UPDATE entries SET seq = seq", match="append-only")
+
+
+# -- entries balance ------------------------------------------------------------------------------
+
+POSTING_SQL = """
+    INSERT INTO postings (entry_seq, idx, account_id, side, amount, currency, effect,
+        recorded_ns, debits_posted_after, credits_posted_after, debits_pending_after,
+        credits_pending_after)
+    VALUES (3, {idx}, '{account}', '{side}', {amount}, 'GBP', '{effect}', 9, 0, 0, 0, 0)
+"""
+ENTRY_SQL = """
+    INSERT INTO entries (seq, transfer_id, kind, recorded_ns, effective_date, pending_id,
+        reverses_id, expires_ns, description, metadata_json, fingerprint, request_id,
+        posting_count)
+    VALUES (3, 'by-hand', 'posted', :ns, :day, NULL, NULL, 0, '', '[]', 'f', 'r', {count})
+"""
+
+
+def hand_entry(postings: list[tuple[str, str, int, str]], count: int | None = None) -> str:
+    """One statement block: postings for position 3, then their entry (as the adapter does)."""
+    values = [POSTING_SQL.format(idx=i, account=a, side=s, amount=n, effect=e)
+              for i, (a, s, n, e) in enumerate(postings)]
+    return ";".join([*values, ENTRY_SQL.format(count=len(postings) if count is None else count)])
+
+
+def run_block(engine: Engine, block: str) -> None:
+    with engine.begin() as conn:
+        for statement in block.split(";"):
+            conn.execute(text(statement), {"ns": 10**19 // 2, "day": date(2026, 1, 1)})
+
+
+def test_a_balanced_entry_written_by_hand_is_accepted(ledger):
+    """The control for the refusals below: the hand-written rows are otherwise valid."""
+    run_block(ledger, hand_entry([("cash", "D", 5, "post"), ("shop", "C", 5, "post")]))
+    assert [r[0] for r in rows(ledger, "entries")] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("postings", [
+    pytest.param([("cash", "D", 5, "post"), ("shop", "C", 4, "post")], id="amounts"),
+    pytest.param([("cash", "D", 5, "post"), ("shop", "C", 5, "reserve")], id="effects"),
+    pytest.param([("cash", "D", 5, "post")], id="one-sided"),
+])
+def test_an_entry_whose_postings_do_not_balance_is_refused(ledger, postings):
+    before = {table: rows(ledger, table) for table in ("entries", "postings")}
+    with pytest.raises(DBAPIError) as caught:
+        run_block(ledger, hand_entry(postings))
+    assert "balance" in str(caught.value.orig)
+    assert {table: rows(ledger, table) for table in ("entries", "postings")} == before
+
+
+def test_an_entry_whose_posting_count_does_not_match_its_postings_is_refused(ledger):
+    with pytest.raises(DBAPIError):
+        run_block(ledger, hand_entry([("cash", "D", 5, "post"), ("shop", "C", 5, "post"),
+                                      ("cash", "D", 1, "post"), ("shop", "C", 1, "post")],
+                                     count=2))
+    assert [r[0] for r in rows(ledger, "entries")] == [1, 2]
+
+
+@pytest.mark.parametrize("amount", [0, -5])
+def test_a_posting_amount_must_be_positive(ledger, amount):
+    block = hand_entry([("cash", "D", amount, "post"), ("shop", "C", amount, "post")])
+    refused(ledger, block.split(";")[0])
+
+
+# -- account rules --------------------------------------------------------------------------------
+
+def test_an_update_that_would_overdraw_a_no_overdraft_account_is_refused(ledger):
+    refused(ledger, "UPDATE accounts SET debits_posted = 901 WHERE account_id = 'alice'",
+            match="no_overdraft")
+
+
+def test_an_update_that_would_overdraw_through_pending_debits_is_refused(ledger):
+    refused(ledger, "UPDATE accounts SET debits_pending = 1001 WHERE account_id = 'alice'",
+            match="no_overdraft")
+
+
+def test_an_update_that_would_put_an_account_into_forbidden_credit_is_refused(ledger):
+    refused(ledger, "UPDATE accounts SET credits_posted = 1 WHERE account_id = 'loan'",
+            match="no_excess_credit")
+
+
+@pytest.mark.parametrize(("account", "column"), [("cash", "debits_posted"),
+                                                 ("alice", "credits_posted")])
+def test_posted_totals_never_decrease(ledger, account, column):
+    refused(ledger, f"UPDATE accounts SET {column} = {column} - 1 WHERE account_id = '{account}'",
+            match="account")
+
+
+def test_pending_totals_may_decrease_when_a_hold_is_released_by_the_application(ledger):
+    with ledger.begin() as conn:
+        conn.execute(text("UPDATE accounts SET debits_pending = 0 WHERE account_id = 'alice'"))
+    assert [r for r in rows(ledger, "accounts") if r[0] == "alice"][0]
+
+
+@pytest.mark.parametrize("change", ["currency = 'EUR'", "account_type = 'asset'",
+                                    "owner_id = 'mallory'", "code = '9999'",
+                                    "debits_must_not_exceed_credits = false"])
+def test_an_account_s_identity_cannot_change(ledger, change):
+    refused(ledger, f"UPDATE accounts SET {change} WHERE account_id = 'alice'")
+
+
+def test_a_closed_account_cannot_be_reopened(ledger):
+    refused(ledger, "UPDATE accounts SET status = 'open' WHERE account_id = 'gone'",
+            match="account")
+
+
+def test_an_account_cannot_be_closed_with_a_balance(ledger):
+    refused(ledger, "UPDATE accounts SET status = 'closed' WHERE account_id = 'alice'",
+            match="closed_at_zero")
+
+
+def test_an_account_cannot_be_deleted_even_if_never_used(ledger):
+    refused(ledger, "DELETE FROM accounts WHERE account_id = 'spare'")
+
+
+# -- the ledger head ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("column", ["next_seq", "audit_size", "last_recorded_ns"])
+def test_the_ledger_head_never_moves_backwards(ledger, column):
+    head = rows(ledger, "ledger_head")[0]
+    assert head[1] >= 3 and head[3] >= 3  # positions and audit leaves were used
+    refused(ledger, f"UPDATE ledger_head SET {column} = {column} - 1",
+            match="never moves backwards")
+
+
+def test_the_ledger_head_cannot_be_deleted(ledger):
+    refused(ledger, "DELETE FROM ledger_head")
+
+
+def test_there_is_only_one_ledger_head(ledger):
+    refused(ledger, "INSERT INTO ledger_head (id, next_seq, last_recorded_ns, audit_size) "
+                    "VALUES (2, 100, 100, 100)")
