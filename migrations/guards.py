@@ -104,6 +104,29 @@ def _pg_statements() -> list[str]:
     return out
 
 
+def create_append_only(conn: Connection, tables: tuple[str, ...]) -> None:
+    """Append-only triggers for tables added by later migrations."""
+    postgres = conn.dialect.name == "postgresql"
+    for table in tables:
+        if postgres:
+            conn.execute(text(f"CREATE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON "
+                              f"{table} FOR EACH ROW EXECUTE FUNCTION bank_refuse()"))
+            continue
+        for op in ("UPDATE", "DELETE"):
+            conn.execute(text(
+                f"CREATE TRIGGER {table}_no_{op.lower()} BEFORE {op} ON {table} BEGIN "
+                f"SELECT RAISE(ABORT, '{table} is append-only: {op} refused'); END"))
+
+
+def drop_append_only(conn: Connection, tables: tuple[str, ...]) -> None:
+    for table in tables:
+        if conn.dialect.name == "postgresql":
+            conn.execute(text(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}"))
+        else:
+            for op in ("update", "delete"):
+                conn.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_{op}"))
+
+
 def create(conn: Connection) -> None:
     statements = _pg_statements() if conn.dialect.name == "postgresql" else _sqlite_statements()
     for statement in statements:

@@ -195,7 +195,8 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
 
 
 def transfers_response(result: BatchResult) -> pb.CreateTransfersResponse:
-    return pb.CreateTransfersResponse(results=[
-        pb.TransferResult(name=f"transfers/{item.entity_id}", status=cv.item_status(item.error),
-                          position=item.position)
-        for item in result.items])
+    return pb.CreateTransfersResponse(
+        results=[pb.TransferResult(name=f"transfers/{item.entity_id}",
+                                   status=cv.item_status(item.error), position=item.position)
+                 for item in result.items],
+        approval=f"approvals/{result.approval_id}" if result.approval_id else "")

@@ -30,7 +30,12 @@ from bank.app.unit import record_denial
 from bank.domain import limits
 from bank.domain.errors import LedgerError
 from bank.domain.identity import Principal
+from services.approvals import ApprovalServicer
 from services.auth import AuthInterceptor, CertificateResolver, Resolver, dev_header_resolver
+from services.generated.peoplesbank.approvals.v1 import approval_service_pb2 as approvals_pb
+from services.generated.peoplesbank.approvals.v1 import (
+    approval_service_pb2_grpc as approvals_grpc,
+)
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import CommitSignal, LedgerServicer
@@ -43,6 +48,7 @@ GRACE_PERIOD_S = 10.0
 HEALTH_CHECK_INTERVAL_S = 5.0
 EXPIRY_INTERVAL_S = 1.0
 LEDGER_SERVICE = pb.DESCRIPTOR.services_by_name["LedgerService"].full_name
+APPROVAL_SERVICE = approvals_pb.DESCRIPTOR.services_by_name["ApprovalService"].full_name
 
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", limits.MESSAGE_BYTES_MAX),
@@ -129,10 +135,11 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
         options=SERVER_OPTIONS, maximum_concurrent_rpcs=CONCURRENT_RPCS_MAX)
     pb_grpc.add_LedgerServiceServicer_to_server(
         LedgerServicer(uow, clock, signal, stopping), server)
+    approvals_grpc.add_ApprovalServiceServicer_to_server(ApprovalServicer(uow, clock), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (LEDGER_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        (LEDGER_SERVICE, APPROVAL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{host}:{port}"
     bound = (server.add_secure_port(address, credentials) if credentials
              else server.add_insecure_port(address))
@@ -175,7 +182,7 @@ def _check_health(uow: SqlUnitOfWork, servicer: health.HealthServicer) -> None:
         status = health_pb2.HealthCheckResponse.SERVING
     except Exception:
         status = health_pb2.HealthCheckResponse.NOT_SERVING
-    for service in ("", LEDGER_SERVICE):
+    for service in ("", LEDGER_SERVICE, APPROVAL_SERVICE):
         servicer.set(service, status)
 
 

@@ -35,8 +35,10 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from bank.adapters import tables as t
 from bank.app.ports import AccountFilter, AuditLeaf, Head, StoredRequest
 from bank.domain.accounts import Account, AccountStatus, AccountType, OwnerKind, Side, Totals
+from bank.domain.approvals import Approval, Decision
 from bank.domain.entries import Effect, JournalEntry, Posting, TransferKind
 from bank.domain.errors import Aborted, DeadlineExceeded, Unavailable
+from bank.domain.identity import Principal, Role
 from bank.domain.invariants import ensure
 
 log = logging.getLogger(__name__)
@@ -217,6 +219,41 @@ class SqlLedger:
                 {"idx": leaf.index, "recorded_ns": leaf.recorded_ns, "leaf": leaf.leaf,
                  "leaf_hash": leaf.leaf_hash} for leaf in leaves])
 
+    # -- approvals ------------------------------------------------------------------------------
+    def _approvals_query(self) -> Any:
+        a, d = t.approvals, t.approval_decisions
+        return select(a, d.c.approved, d.c.checker_subject, d.c.checker_role,
+                      d.c.checker_scope, d.c.decided_ns, d.c.note, d.c.outcome_json).select_from(
+            a.outerjoin(d, a.c.approval_id == d.c.approval_id))
+
+    def get_approval(self, approval_id: str) -> tuple[Approval, Decision | None] | None:
+        row = self.conn.execute(self._approvals_query().where(
+            t.approvals.c.approval_id == approval_id)).one_or_none()
+        return _approval(row) if row is not None else None
+
+    def list_approvals(self, before_created_ns: int, limit: int
+                       ) -> list[tuple[Approval, Decision | None]]:
+        rows = self.conn.execute(self._approvals_query()
+                                 .where(t.approvals.c.created_ns < before_created_ns)
+                                 .order_by(t.approvals.c.created_ns.desc()).limit(limit))
+        return [_approval(row) for row in rows]
+
+    def insert_approval(self, approval: Approval) -> None:
+        self.conn.execute(insert(t.approvals).values(
+            approval_id=approval.approval_id, operation=approval.operation,
+            payload_json=approval.payload_json, payload_sha256=approval.payload_sha256,
+            maker_subject=approval.maker.subject, maker_role=approval.maker.role.value,
+            maker_scope=approval.maker.scope, maker_request_id=approval.maker_request_id,
+            reason=approval.reason, created_ns=approval.created_ns,
+            expires_ns=approval.expires_ns))
+
+    def insert_decision(self, decision: Decision) -> None:
+        self.conn.execute(insert(t.approval_decisions).values(
+            approval_id=decision.approval_id, approved=decision.approved,
+            checker_subject=decision.checker.subject, checker_role=decision.checker.role.value,
+            checker_scope=decision.checker.scope, decided_ns=decision.decided_ns,
+            note=decision.note, outcome_json=decision.outcome_json))
+
     # -- accounts -------------------------------------------------------------------------------
     def get_account(self, account_id: str) -> Account | None:
         row = self.conn.execute(
@@ -383,6 +420,20 @@ class SqlLedger:
             select(t.postings).order_by(t.postings.c.entry_seq, t.postings.c.idx))
         for row in result:
             yield _posting(row)
+
+
+def _approval(row: Row[Any]) -> tuple[Approval, Decision | None]:
+    m = row._mapping
+    approval = Approval(
+        m["approval_id"], m["operation"], m["payload_json"], m["payload_sha256"],
+        Principal(m["maker_subject"], Role(m["maker_role"]), m["maker_scope"]),
+        m["maker_request_id"], m["reason"], m["created_ns"], m["expires_ns"])
+    if m["decided_ns"] is None:
+        return approval, None
+    return approval, Decision(
+        m["approval_id"], bool(m["approved"]),
+        Principal(m["checker_subject"], Role(m["checker_role"]), m["checker_scope"]),
+        m["decided_ns"], m["note"], m["outcome_json"])
 
 
 def initial_head_row() -> dict[str, int]:

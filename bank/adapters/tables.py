@@ -150,5 +150,35 @@ audit_log = Table(
     CheckConstraint("idx >= 0", name="index_non_negative"),
 )
 
+approvals = Table(
+    "approvals", metadata,
+    Column("approval_id", String(64), primary_key=True),
+    Column("operation", String(64), nullable=False),
+    Column("payload_json", Text, nullable=False),
+    Column("payload_sha256", String(64), nullable=False),
+    Column("maker_subject", String(128), nullable=False),
+    Column("maker_role", String(16), nullable=False),
+    Column("maker_scope", String(128), nullable=False),
+    Column("maker_request_id", String(64), nullable=False),
+    Column("reason", String(256), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("expires_ns", BigInteger, nullable=False),
+    CheckConstraint("expires_ns > created_ns", name="expires_after_creation"),
+)
+Index("ix_approvals_created", approvals.c.created_ns)
+
+approval_decisions = Table(
+    "approval_decisions", metadata,
+    # One decision per approval, ever: the primary key is what makes "runs once" hold.
+    Column("approval_id", String(64), ForeignKey("approvals.approval_id"), primary_key=True),
+    Column("approved", Boolean, nullable=False),
+    Column("checker_subject", String(128), nullable=False),
+    Column("checker_role", String(16), nullable=False),
+    Column("checker_scope", String(128), nullable=False),
+    Column("decided_ns", BigInteger, nullable=False),
+    Column("note", String(256), nullable=False),
+    Column("outcome_json", Text, nullable=False),
+)
+
 # Tables whose rows are history: never updated, never deleted (triggers enforce it).
-APPEND_ONLY = ("entries", "postings", "requests", "audit_log")
+APPEND_ONLY = ("entries", "postings", "requests", "audit_log", "approvals", "approval_decisions")

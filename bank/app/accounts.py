@@ -59,13 +59,15 @@ class ItemResult:
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     items: tuple[ItemResult, ...]
+    approval_id: str = ""  # set when the batch waits for a second approver instead of running
 
     def to_json(self) -> dict[str, Any]:
-        return {"items": [item.to_json() for item in self.items]}
+        return {"items": [item.to_json() for item in self.items], "approval": self.approval_id}
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> BatchResult:
-        return BatchResult(tuple(ItemResult.from_json(item) for item in data["items"]))
+        return BatchResult(tuple(ItemResult.from_json(item) for item in data["items"]),
+                           data.get("approval", ""))
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from datetime import date
 from typing import Protocol
 
 from bank.domain.accounts import Account, AccountStatus, Totals
+from bank.domain.approvals import Approval, Decision
 from bank.domain.entries import JournalEntry, Posting
 
 
@@ -81,6 +82,13 @@ class LedgerReader(Protocol):
 
     def head(self) -> Head: ...
 
+    def get_approval(self, approval_id: str) -> tuple[Approval, Decision | None] | None: ...
+
+    def list_approvals(self, before_created_ns: int, limit: int
+                       ) -> list[tuple[Approval, Decision | None]]:
+        """Newest first, created strictly before `before_created_ns`."""
+        ...
+
     def iter_postings(self) -> Iterator[Posting]:
         """Every posting in recording order (for the ledger self-check)."""
         ...
@@ -106,6 +114,10 @@ class LedgerWriter(LedgerReader, Protocol):
     def insert_entries(self, entries: Sequence[JournalEntry]) -> None: ...
 
     def append_audit(self, leaves: Sequence[AuditLeaf]) -> None: ...
+
+    def insert_approval(self, approval: Approval) -> None: ...
+
+    def insert_decision(self, decision: Decision) -> None: ...
 
 
 class UnitOfWork(Protocol):

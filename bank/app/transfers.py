@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 
 from bank.app.accounts import BatchResult, ItemResult
 from bank.app.ports import Clock, Head, LedgerReader, UnitOfWork
-from bank.app.unit import Command, Context, run_command
+from bank.app.unit import Command, Context, request_approval, run_command
 from bank.domain.accounts import Account
+from bank.domain.approvals import DEFAULT_RULES, ApprovalRule, rule_applying
 from bank.domain.entries import JournalEntry, TransferKind, TransferSpec, validate_specs
-from bank.domain.identity import SYSTEM, Principal
+from bank.domain.errors import FailedPrecondition
+from bank.domain.identity import SYSTEM, Principal, Role
 from bank.domain.invariants import ensure
 from bank.domain.ledger import BatchPosting, ItemOutcome
 
@@ -65,9 +68,36 @@ def _write(ctx: Context, engine: BatchPosting) -> Head:
                 ctx.head.audit_size)
 
 
+def apply_transfers(ctx: Context, specs: list[TransferSpec], business_date: date,
+                    request_id: str) -> tuple[BatchResult, Head]:
+    """Apply validated transfers inside the current command's transaction."""
+    engine = BatchPosting(preload(ctx.tx, specs), next_seq=ctx.head.next_seq,
+                          last_recorded_ns=ctx.head.last_recorded_ns, now_ns=ctx.now_ns,
+                          business_date=business_date, request_id=request_id)
+    outcomes = engine.apply_all(specs)
+    ensure(len(outcomes) == len(specs), "one outcome per transfer")
+    return _results(outcomes), _write(ctx, engine)
+
+
+def amounts_moved(tx: LedgerReader, specs: list[TransferSpec]) -> list[tuple[str, int]]:
+    """(currency, minor) of every posting the batch would post, including the postings of the
+    entries a reversal mirrors and of holds posted in full."""
+    amounts = [(p.currency, p.amount) for s in specs for p in s.postings]
+    referenced = [s.reverses_id if s.kind is TransferKind.REVERSAL else s.pending_id
+                  for s in specs if (s.kind is TransferKind.REVERSAL or (
+                      s.kind is TransferKind.POST_PENDING and not s.postings))]
+    for entry in tx.get_entries([r for r in referenced if r]).values():
+        amounts += [(p.currency, p.amount) for p in entry.postings]
+    return amounts
+
+
 def create_transfers(uow: UnitOfWork, clock: Clock, principal: Principal, request_id: str,
-                     specs: list[TransferSpec], timeout_s: float | None = None) -> BatchResult:
+                     specs: list[TransferSpec], timeout_s: float | None = None,
+                     rules: tuple[ApprovalRule, ...] = DEFAULT_RULES) -> BatchResult:
     """Apply a batch of transfers in one transaction, with one result per transfer, in order.
+
+    When an approval rule applies (a large posting), nothing is applied: the batch is stored as
+    a pending approval, every item fails with APPROVAL_REQUIRED, and `approval_id` names it.
 
     Raises `InvalidArgument` for a structurally malformed batch (nothing is applied), and
     `AlreadyExists` (REQUEST_ID_REUSED) for a conflicting replay.
@@ -77,12 +107,17 @@ def create_transfers(uow: UnitOfWork, clock: Clock, principal: Principal, reques
                       {"transfers": [[s.fingerprint(), s.linked] for s in specs]})
 
     def handler(ctx: Context) -> tuple[BatchResult, Head]:
-        engine = BatchPosting(preload(ctx.tx, specs), next_seq=ctx.head.next_seq,
-                              last_recorded_ns=ctx.head.last_recorded_ns, now_ns=ctx.now_ns,
-                              business_date=clock.business_date(), request_id=request_id)
-        outcomes = engine.apply_all(specs)
-        ensure(len(outcomes) == len(specs), "one outcome per transfer")
-        return _results(outcomes), _write(ctx, engine)
+        gate = (None if principal.role is Role.SYSTEM else
+                rule_applying(rules, command.method, amounts_moved(ctx.tx, specs)))
+        if gate is not None:
+            payload = {"transfers": [s.to_json() for s in specs]}
+            approval_id = request_approval(ctx, payload, gate[0].describe(gate[1]))
+            error = FailedPrecondition(
+                "APPROVAL_REQUIRED", f"waiting for a second approver: approvals/{approval_id}",
+                metadata={"approval": f"approvals/{approval_id}"})
+            items = tuple(ItemResult(i, s.transfer_id, error) for i, s in enumerate(specs))
+            return BatchResult(items, approval_id), ctx.head
+        return apply_transfers(ctx, specs, clock.business_date(), request_id)
 
     return run_command(uow, clock, command, handler, BatchResult.from_json, timeout_s)
 
@@ -103,6 +138,7 @@ def expire_holds(uow: UnitOfWork, clock: Clock, run_id: str,
         engine = BatchPosting(preload(ctx.tx, specs), next_seq=ctx.head.next_seq,
                               last_recorded_ns=ctx.head.last_recorded_ns, now_ns=ctx.now_ns,
                               business_date=clock.business_date(), request_id=run_id)
+        # Server-made expiry bypasses maker-checker: it only releases reserved funds.
         outcomes = [engine.apply_expiry(i, h, s.transfer_id)
                     for i, (h, s) in enumerate(zip(holds, specs, strict=True))]
         for outcome in outcomes:

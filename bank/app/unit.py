@@ -15,11 +15,13 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from bank.app.ports import AuditLeaf, Clock, Head, LedgerWriter, StoredRequest, UnitOfWork
+from bank.domain.approvals import APPROVAL_TTL_SECONDS, Approval
 from bank.domain.audit import leaf_bytes, leaf_hash
 from bank.domain.entries import canonical_hash
 from bank.domain.errors import (
@@ -28,6 +30,7 @@ from bank.domain.errors import (
     FailedPrecondition,
     LedgerError,
     NotFound,
+    PermissionDenied,
 )
 from bank.domain.identity import Principal
 
@@ -43,7 +46,7 @@ RETRIES_MAX = 5
 RETRY_BACKOFF_S = 0.005
 
 # Failures that are the request's fault against current state: recorded, replayed as failures.
-BUSINESS_FAILURES = (FailedPrecondition, NotFound, AlreadyExists)
+BUSINESS_FAILURES = (FailedPrecondition, NotFound, AlreadyExists, PermissionDenied)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +125,20 @@ def _run_once(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[
         raise error
     assert result is not None
     return result
+
+
+def request_approval(ctx: Context, payload: dict[str, Any], reason: str) -> str:
+    """Store the command as a pending approval (maker = this command's principal); returns its
+    id. Nothing else of the command runs now."""
+    payload_json = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    approval = Approval(
+        approval_id=f"apr-{uuid.uuid4().hex[:24]}", operation=ctx.command.method,
+        payload_json=payload_json, payload_sha256=canonical_hash(payload),
+        maker=ctx.command.principal, maker_request_id=ctx.command.request_id,
+        reason=reason[:256], created_ns=ctx.now_ns,
+        expires_ns=ctx.now_ns + APPROVAL_TTL_SECONDS * 1_000_000_000)
+    ctx.tx.insert_approval(approval)
+    return approval.approval_id
 
 
 def record_denial(uow: UnitOfWork, clock: Clock, principal: Principal | None, method: str,

@@ -22,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from bank.domain.accounts import Side, Totals
 from bank.domain.errors import ViolationCollector
@@ -83,6 +84,26 @@ class TransferSpec:
 
     def fingerprint(self) -> str:
         """SHA-256 of the canonical content: the same transfer id must always mean this."""
+        return canonical_hash(self._body())
+
+    def to_json(self) -> dict[str, object]:
+        """Everything needed to rebuild this spec exactly (for commands awaiting approval)."""
+        metadata = [list(kv) for kv in self.metadata]
+        return {**self._body(), "linked": self.linked, "metadata": metadata}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> TransferSpec:
+        return TransferSpec(
+            transfer_id=data["id"], kind=TransferKind(data["kind"]),
+            postings=tuple(PostingLine(a, Side(s), amount, c)
+                           for a, s, amount, c in data["postings"]),
+            pending_id=data["pending"], reverses_id=data["reverses"],
+            effective_date=date.fromisoformat(data["date"]) if data["date"] else None,
+            description=data["description"],
+            metadata=tuple((k, v) for k, v in data["metadata"]),
+            timeout_seconds=data["timeout"], linked=data["linked"])
+
+    def _body(self) -> dict[str, Any]:
         body = {
             "id": self.transfer_id,
             "kind": self.kind.value,
@@ -94,7 +115,7 @@ class TransferSpec:
             "metadata": sorted(self.metadata),
             "timeout": self.timeout_seconds,
         }
-        return canonical_hash(body)
+        return body
 
 
 @dataclass(frozen=True, slots=True)

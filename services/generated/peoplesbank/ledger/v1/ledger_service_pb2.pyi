@@ -640,6 +640,12 @@ class CreateTransfersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    APPROVAL_FIELD_NUMBER: _builtins.int
+    approval: _builtins.str
+    """Set when the batch needs a second approver (maker-checker): nothing was applied, every
+    result is FAILED_PRECONDITION APPROVAL_REQUIRED, and the batch waits as this approval,
+    `approvals/{approval_id}` (see peoplesbank.approvals.v1.ApprovalService).
+    """
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransferResult]:
         """One result per transfer, in request order."""
@@ -648,10 +654,11 @@ class CreateTransfersResponse(_message.Message):
         self,
         *,
         results: _abc.Iterable[Global___TransferResult] | None = ...,
+        approval: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
