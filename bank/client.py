@@ -11,6 +11,8 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from services.generated.peoplesbank.approvals.v1 import approval_service_pb2 as apb
+from services.generated.peoplesbank.approvals.v1 import approval_service_pb2_grpc as apb_grpc
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 
@@ -51,10 +53,11 @@ def channel_for(args: argparse.Namespace) -> tuple[grpc.Channel, list[tuple[str,
     return grpc.secure_channel(args.server, credentials), []
 
 
-def _call(args: argparse.Namespace, method: str, request: Any) -> Any:
+def _call(args: argparse.Namespace, method: str, request: Any,
+          stub_class: Any = pb_grpc.LedgerServiceStub) -> Any:
     channel, metadata = channel_for(args)
     with channel:
-        stub = pb_grpc.LedgerServiceStub(channel)
+        stub = stub_class(channel)
         try:
             return getattr(stub, method)(request, timeout=TIMEOUT_S, metadata=metadata)
         except grpc.RpcError as error:
@@ -126,6 +129,10 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     response = _call(args, "CreateTransfers", pb.CreateTransfersRequest(
         request_id=args.request_id or str(uuid.uuid4()), transfers=[transfer]))
     result = response.results[0]
+    if response.approval:
+        print(f"waiting for a second approver: {response.approval} "
+              f"(an approver runs `bank --as approver approve {response.approval}`)")
+        return 0
     if result.status.code:
         raise ServerRefused(f"refused: {result.status.message}")
     print(f"recorded {result.name} at position {result.position}")
@@ -163,11 +170,49 @@ def cmd_trial_balance(args: argparse.Namespace) -> int:
     return 0
 
 
+def _approval_line(a: Any) -> str:
+    state = apb.Approval.State.Name(a.state)[6:].lower()
+    amounts = ", ".join(f"{t.transfer_id}" for t in a.transfers[:3])
+    more = f" +{len(a.transfers) - 3}" if len(a.transfers) > 3 else ""
+    return (f"{a.name:40} {state:9} maker {a.maker.subject:16} "
+            f"{a.create_time.ToDatetime():%Y-%m-%d %H:%M}  {amounts}{more}")
+
+
+def cmd_approvals(args: argparse.Namespace) -> int:
+    page = _call(args, "ListApprovals", apb.ListApprovalsRequest(page_size=50),
+                 apb_grpc.ApprovalServiceStub)
+    for a in page.approvals:
+        print(_approval_line(a))
+    if not page.approvals:
+        print("no approvals")
+    return 0
+
+
+def _decide(args: argparse.Namespace, method: str, request_cls: Any) -> int:
+    name = args.name if args.name.startswith("approvals/") else f"approvals/{args.name}"
+    a = _call(args, method, request_cls(request_id=args.request_id or str(uuid.uuid4()),
+                                        name=name, note=args.note),
+              apb_grpc.ApprovalServiceStub)
+    print(_approval_line(a))
+    for r in a.transfers_result.results:
+        print(f"  {r.name}: {'OK' if not r.status.code else r.status.message}")
+    return 0
+
+
+def cmd_approve(args: argparse.Namespace) -> int:
+    return _decide(args, "ApproveOperation", apb.ApproveOperationRequest)
+
+
+def cmd_reject(args: argparse.Namespace) -> int:
+    return _decide(args, "RejectOperation", apb.RejectOperationRequest)
+
+
 ACCOUNT_COMMANDS = {"list": cmd_account_list, "show": cmd_account_show,
                     "open": cmd_account_open}
 COMMANDS = {"account": lambda a: ACCOUNT_COMMANDS[a.account_command](a),
             "transfer": cmd_transfer, "statement": cmd_statement,
-            "trial-balance": cmd_trial_balance}
+            "trial-balance": cmd_trial_balance, "approvals": cmd_approvals,
+            "approve": cmd_approve, "reject": cmd_reject}
 
 
 def add_parsers(sub: Any) -> None:
@@ -201,3 +246,9 @@ def add_parsers(sub: Any) -> None:
     statement.add_argument("account_id")
     statement.add_argument("--limit", type=int, default=100)
     sub.add_parser("trial-balance", help="print the trial balance")
+    sub.add_parser("approvals", help="list operations waiting for (or decided by) an approver")
+    for verb in ("approve", "reject"):
+        decide = sub.add_parser(verb, help=f"{verb} an operation (approver role; not the maker)")
+        decide.add_argument("name", help="approvals/{id} or the id")
+        decide.add_argument("--note", default="")
+        decide.add_argument("--request-id")

@@ -9,13 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from bank.app.accounts import AccountSpec, create_accounts
+from bank.app.approvals import approve, get_approval
 from bank.app.ports import Clock, UnitOfWork
 from bank.app.transfers import create_transfers
 from bank.domain.accounts import AccountType, OwnerKind, Side
 from bank.domain.entries import PostingLine, TransferKind, TransferSpec
+from bank.domain.errors import FailedPrecondition
 from bank.domain.identity import Principal, Role
 
 SEEDER = Principal("demo-seeder", Role.TELLER, "branch:preston")
+# Council capital is large enough to need a second approver (maker-checker), as in real life.
+SEEDER_APPROVER = Principal("demo-approver", Role.APPROVER, "branch:preston")
 COUNCILS = ("preston", "lancaster", "blackburn")
 MEMBERS = (("m-0001", "Ribble Valley Bakery Co-operative"), ("m-0002", "Moor Lane Cycles Ltd"),
            ("m-0003", "Fishergate Community Café CIC"), ("m-0004", "A. Patel (sole trader)"))
@@ -58,6 +62,15 @@ def _transfers() -> list[list[TransferSpec]]:
     return [capital, deposits, fees, hold]
 
 
+def _approve_once(uow: UnitOfWork, clock: Clock, n: int, approval_id: str) -> None:
+    try:
+        approve(uow, clock, SEEDER_APPROVER, f"demo-approve-{n}", approval_id,
+                "demo data: council pool capital")
+    except FailedPrecondition as error:  # approved by an earlier run of the demo
+        if error.reason != "APPROVAL_ALREADY_DECIDED":
+            raise
+
+
 def seed(uow: UnitOfWork, clock: Clock, say: Callable[[str], None] = print) -> int:
     """Seed the demo region; returns the number of transfers applied or already present."""
     accounts = _accounts()
@@ -66,6 +79,13 @@ def seed(uow: UnitOfWork, clock: Clock, say: Callable[[str], None] = print) -> i
     count = 0
     for n, batch in enumerate(_transfers(), start=1):
         result = create_transfers(uow, clock, SEEDER, f"demo-transfers-{n}", batch)
+        if result.approval_id:
+            say(f"  batch {n} needs a second approver: approvals/{result.approval_id}")
+            _approve_once(uow, clock, n, result.approval_id)
+            view = get_approval(uow, clock, result.approval_id)
+            assert view.result is not None
+            result = view.result
+            say(f"  approved by {SEEDER_APPROVER.subject}")
         failed = [i for i in result.items if i.error is not None]
         if failed:
             raise RuntimeError(f"demo batch {n} failed: {failed[0].error!r}")
