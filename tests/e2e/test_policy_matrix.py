@@ -1,0 +1,156 @@
+"""Every RPC against every role: allowed calls get through, the rest are PERMISSION_DENIED,
+change nothing but one audit leaf recording the denial; councils stay inside their scope."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+import pytest
+from sqlalchemy import select
+
+from bank.adapters import tables as t
+from bank.domain.identity import Role
+from services.generated.peoplesbank.approvals.v1 import approval_service_pb2 as apb
+from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
+from services.policy import APPROVALS, LEDGER, POLICY
+from tests.helpers import account, error_info, request_id, transfer
+
+ROLES = [r for r in Role if r is not Role.SYSTEM]
+
+# method -> (request factory, response class)
+CALLS: dict[str, tuple[Any, Any]] = {
+    LEDGER + "CreateAccounts": (lambda: pb.CreateAccountsRequest(
+        request_id=request_id(), accounts=[account("new-acct")]), pb.CreateAccountsResponse),
+    LEDGER + "CloseAccount": (lambda: pb.CloseAccountRequest(
+        request_id=request_id(), name="accounts/empty"), pb.Account),
+    LEDGER + "CreateTransfers": (lambda: pb.CreateTransfersRequest(
+        request_id=request_id(), transfers=[transfer(f"t-{request_id()[:8]}", "cash", "m1", 100)]),
+        pb.CreateTransfersResponse),
+    LEDGER + "GetAccount": (lambda: pb.GetAccountRequest(name="accounts/cp"), pb.Account),
+    LEDGER + "ListAccounts": (lambda: pb.ListAccountsRequest(owner_id="council:preston"),
+                              pb.ListAccountsResponse),
+    LEDGER + "GetTransfer": (lambda: pb.GetTransferRequest(name="transfers/fund-cp"),
+                             pb.Transfer),
+    LEDGER + "ListAccountEntries": (lambda: pb.ListAccountEntriesRequest(account="accounts/cp"),
+                                    pb.ListAccountEntriesResponse),
+    LEDGER + "GetAccountBalance": (lambda: pb.GetAccountBalanceRequest(account="accounts/cp"),
+                                   pb.AccountBalance),
+    LEDGER + "GetTrialBalance": (lambda: pb.GetTrialBalanceRequest(), pb.TrialBalance),
+    LEDGER + "WatchEntries": (lambda: pb.WatchEntriesRequest(after_position=0),
+                              pb.WatchEntriesResponse),
+    APPROVALS + "ListApprovals": (lambda: apb.ListApprovalsRequest(), apb.ListApprovalsResponse),
+    APPROVALS + "GetApproval": (lambda: apb.GetApprovalRequest(name="approvals/none"),
+                                apb.Approval),
+    APPROVALS + "ApproveOperation": (lambda: apb.ApproveOperationRequest(
+        request_id=request_id(), name="approvals/none"), apb.Approval),
+    APPROVALS + "RejectOperation": (lambda: apb.RejectOperationRequest(
+        request_id=request_id(), name="approvals/none"), apb.Approval),
+}
+
+
+def test_every_method_of_the_policy_is_in_this_matrix():
+    assert set(CALLS) == set(POLICY)
+
+
+def _seed(ledger: Any) -> None:
+    accounts = [account("cash", "ASSET", owner=("BANK", "bank")), account("m1"),
+                account("empty"), account("cp", owner=("COUNCIL", "council:preston")),
+                account("cl", owner=("COUNCIL", "council:lancaster"))]
+    ledger.CreateAccounts(pb.CreateAccountsRequest(request_id=request_id(), accounts=accounts))
+    ledger.CreateTransfers(pb.CreateTransfersRequest(request_id=request_id(), transfers=[
+        transfer("fund-cp", "cash", "cp", 5_000), transfer("fund-cl", "cash", "cl", 7_000)]))
+
+
+def _call(channel: grpc.Channel, method: str, principal: str) -> grpc.StatusCode:
+    make, response_cls = CALLS[method]
+    streaming = method.endswith("WatchEntries")
+    kind = channel.unary_stream if streaming else channel.unary_unary
+    call = kind(method, request_serializer=lambda m: m.SerializeToString(),
+                response_deserializer=response_cls.FromString)
+    try:
+        result = call(make(), timeout=1.5 if streaming else 10,
+                      metadata=[("x-bank-principal", principal)])
+        if streaming:
+            next(iter(result))
+        return grpc.StatusCode.OK
+    except grpc.RpcError as error:
+        if error.code() is grpc.StatusCode.PERMISSION_DENIED:
+            assert error_info(error).reason in ("ROLE_NOT_ALLOWED", "OUT_OF_SCOPE")
+        return error.code()
+
+
+def _snapshot(engine: Any) -> dict[str, list[Any]]:
+    with engine.connect() as conn:
+        return {name: [tuple(r) for r in conn.execute(select(table))]
+                for name, table in t.metadata.tables.items()
+                if name not in ("audit_log", "ledger_head")}
+
+
+def _audit_size(engine: Any) -> int:
+    with engine.connect() as conn:
+        return len(conn.execute(select(t.audit_log.c.idx)).all())
+
+
+@pytest.mark.parametrize("role", ROLES, ids=[r.value for r in ROLES])
+def test_each_role_gets_exactly_what_the_policy_table_grants(role, engine, ledger, channel):
+    _seed(ledger)
+    scope = "council:preston" if role is Role.COUNCIL else "branch:preston"
+    principal = f"{role.value}-user;{role.value};{scope}"
+    for method, rule in POLICY.items():
+        allowed = role in rule.roles or any(role is r for r, _ in rule.scoped)
+        before, audit_before = _snapshot(engine), _audit_size(engine)
+        code = _call(channel, method, principal)
+        if allowed:
+            assert code not in (grpc.StatusCode.PERMISSION_DENIED,
+                                grpc.StatusCode.UNAUTHENTICATED), (method, code)
+        else:
+            assert code is grpc.StatusCode.PERMISSION_DENIED, (method, code)
+            assert _snapshot(engine) == before, method
+            assert _audit_size(engine) == audit_before + 1, method
+
+
+def test_a_council_cannot_see_another_councils_accounts(engine, ledger, as_role):
+    _seed(ledger)
+    preston = as_role("council", "council:preston")
+    assert preston.GetAccount(pb.GetAccountRequest(name="accounts/cp")).account_id == "cp"
+    for call, request in [
+            ("GetAccount", pb.GetAccountRequest(name="accounts/cl")),
+            ("GetAccountBalance", pb.GetAccountBalanceRequest(account="accounts/cl")),
+            ("ListAccountEntries", pb.ListAccountEntriesRequest(account="accounts/cl")),
+            ("GetTransfer", pb.GetTransferRequest(name="transfers/fund-cl")),
+            ("ListAccounts", pb.ListAccountsRequest(owner_id="council:lancaster")),
+            ("ListAccounts", pb.ListAccountsRequest()),
+            ("GetAccount", pb.GetAccountRequest(name="accounts/does-not-exist"))]:
+        with pytest.raises(grpc.RpcError) as caught:
+            getattr(preston, call)(request)
+        assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED, call
+        assert error_info(caught.value).reason == "OUT_OF_SCOPE"
+    own = preston.ListAccounts(pb.ListAccountsRequest(owner_id="council:preston"))
+    assert [a.account_id for a in own.accounts] == ["cp"]
+
+
+def test_a_council_cannot_move_money_even_on_its_own_account(engine, ledger, as_role):
+    _seed(ledger)
+    before = _snapshot(engine)
+    with pytest.raises(grpc.RpcError) as caught:
+        as_role("council", "council:preston").CreateTransfers(pb.CreateTransfersRequest(
+            request_id=request_id(), transfers=[transfer("steal", "cp", "cl", 100)]))
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert _snapshot(engine) == before
+
+
+def test_a_denial_is_recorded_in_the_audit_log_with_who_and_why(engine, ledger, as_role):
+    _seed(ledger)
+    with pytest.raises(grpc.RpcError):
+        as_role("regulator").CreateTransfers(pb.CreateTransfersRequest(
+            request_id=request_id(), transfers=[transfer("x", "cash", "m1", 1)]))
+    with engine.connect() as conn:
+        last = conn.execute(select(t.audit_log.c.leaf).order_by(t.audit_log.c.idx.desc())
+                            .limit(1)).scalar_one()
+    record = json.loads(last)
+    assert record["outcome"] == "denied"
+    assert record["reason"] == "ROLE_NOT_ALLOWED"
+    assert record["principal"]["role"] == "regulator"
+    assert record["method"].endswith("/CreateTransfers")
