@@ -1,6 +1,7 @@
 """A generic gRPC client that knows nothing of our protos: it learns them by server reflection.
 
-    python ops/grpc_call.py 127.0.0.1:50051 list
+    python ops/grpc_call.py 127.0.0.1:50051 list --cacert var/pki/ca.pem \
+        --cert var/pki/clients/teller.pem --key var/pki/clients/teller.key
     python ops/grpc_call.py 127.0.0.1:50051 describe peoplesbank.ledger.v1.LedgerService
     python ops/grpc_call.py 127.0.0.1:50051 call \
         peoplesbank.ledger.v1.LedgerService/GetAccount '{"name": "accounts/bank-cash"}' \
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import grpc
 from google.protobuf import descriptor_pool, json_format, message_factory
@@ -30,8 +32,18 @@ def run(argv: list[str] | None = None) -> int:
     parser.add_argument("target", nargs="?", help="service, or Service/Method for call")
     parser.add_argument("body", nargs="?", default="{}", help="request as JSON (call)")
     parser.add_argument("--header", action="append", default=[], help="'key: value' metadata")
+    parser.add_argument("--cacert", help="CA certificate (PEM): use TLS")
+    parser.add_argument("--cert", help="client certificate (PEM) for mTLS")
+    parser.add_argument("--key", help="client private key (PEM) for mTLS")
     args = parser.parse_args(argv)
-    with grpc.insecure_channel(args.server) as channel:
+    if args.cacert:
+        credentials = grpc.ssl_channel_credentials(
+            Path(args.cacert).read_bytes(), Path(args.key).read_bytes() if args.key else None,
+            Path(args.cert).read_bytes() if args.cert else None)
+        channel_cm = grpc.secure_channel(args.server, credentials)
+    else:
+        channel_cm = grpc.insecure_channel(args.server)
+    with channel_cm as channel:
         database = ProtoReflectionDescriptorDatabase(channel)
         pool = descriptor_pool.DescriptorPool(database)
         if args.verb == "list":

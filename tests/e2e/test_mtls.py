@@ -111,3 +111,14 @@ def test_certificates_name_principal_role_and_scope(pki):
 def test_revoking_an_unknown_certificate_is_a_clear_error(pki):
     with pytest.raises(PkiError, match="no client certificate named 'ghost'"):
         pki.revoke("ghost")
+
+
+def test_the_generic_client_speaks_mtls(tls_server, pki, capsys):
+    from ops.grpc_call import run
+
+    cert, key = pki.client_paths("regulator")
+    code = run([f"localhost:{tls_server.port}", "call",
+                "peoplesbank.ledger.v1.LedgerService/GetTrialBalance", "{}",
+                "--cacert", str(pki.ca_cert_path), "--cert", str(cert), "--key", str(key)])
+    assert code == 0
+    assert capsys.readouterr().out.strip().startswith("{")
