@@ -8,7 +8,7 @@ import grpc
 
 from bank.app import approvals as cases
 from bank.app.approvals import ApprovalView
-from bank.app.paging import decode_token, encode_token, page_size
+from bank.app.paging import decode_token, encode_token, page_size, position_int
 from bank.app.ports import Clock, UnitOfWork
 from bank.domain.approvals import ApprovalState
 from bank.domain.entries import TransferSpec
@@ -74,9 +74,8 @@ class ApprovalServicer(pb_grpc.ApprovalServiceServicer):
     def ListApprovals(self, request: pb.ListApprovalsRequest,
                       context: grpc.ServicerContext) -> pb.ListApprovalsResponse:
         limit = page_size(request.page_size)
-        before = decode_token(request.page_token, {"m": "approvals"})
-        views = cases.list_approvals(self.uow, self.clock, limit + 1,
-                                     int(before) if before is not None else None)
+        before = position_int(decode_token(request.page_token, {"m": "approvals"}))
+        views = cases.list_approvals(self.uow, self.clock, limit + 1, before)
         more = len(views) > limit
         views = views[:limit]
         token = encode_token({"m": "approvals"}, views[-1].approval.created_ns) if more else ""

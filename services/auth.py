@@ -26,7 +26,13 @@ import grpc
 from grpc_status import rpc_status
 
 from bank.adapters.pki import PkiError, principal_of, revoked_serials
-from bank.domain.errors import LedgerError, Unauthenticated
+from bank.domain.errors import (
+    FieldViolation,
+    InvalidArgument,
+    LedgerError,
+    PermissionDenied,
+    Unauthenticated,
+)
 from bank.domain.identity import Principal, Role
 from services.errors import to_status
 from services.policy import Directory, authorise
@@ -125,6 +131,35 @@ def dev_header_resolver(context: grpc.ServicerContext) -> Principal:
 DenialRecorder = Callable[[Principal | None, str, LedgerError], None]
 
 
+class Undecodable:
+    """Stands in for a request whose bytes do not parse, so the handler wrapper can answer
+    INVALID_ARGUMENT with details instead of grpcio's bare INTERNAL."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as error:  # DecodeError and friends: the bytes are the caller's fault
+            return Undecodable(error)
+
+    return parse
+
+
+def _refuse_undecodable(request: Any) -> None:
+    if isinstance(request, Undecodable):
+        raise InvalidArgument("MALFORMED_REQUEST", "the request bytes do not parse as the "
+                              "method's request message",
+                              violations=(FieldViolation("request", "is not a valid protobuf "
+                                                         "message of the request type"),))
+
+
 class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Resolves and authorises the principal before any handler runs.
 
@@ -149,11 +184,13 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             principal: Principal | None = None
             try:
                 principal = resolve(context)
+                _refuse_undecodable(request)
                 authorise(method, principal, request, directory)
             except LedgerError as error:
                 log.info("denied %s to %s: %s", method,
                          principal.subject if principal else "unidentified caller", error.reason)
-                if on_denied is not None:
+                if on_denied is not None and isinstance(error, (PermissionDenied,
+                                                                 Unauthenticated)):
                     try:
                         on_denied(principal, method, error)
                     except Exception:
@@ -173,7 +210,7 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                     _principal.reset(token)
 
             return grpc.unary_unary_rpc_method_handler(
-                unary, request_deserializer=handler.request_deserializer,
+                unary, request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
         if handler.unary_stream is not None:
             inner_stream = handler.unary_stream
@@ -185,6 +222,6 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
                 yield from inner_stream(request, context)
 
             return grpc.unary_stream_rpc_method_handler(
-                stream, request_deserializer=handler.request_deserializer,
+                stream, request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer)
         return handler

@@ -42,7 +42,7 @@ ID_RE = re.compile(limits.ID_PATTERN)
 CODE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
 OWNER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 TIMESTAMP_MIN_S = 946_684_800  # 2000-01-01T00:00:00Z
-TIMESTAMP_MAX_S = 253_402_300_799  # 9999-12-31T23:59:59Z
+TIMESTAMP_MAX_S = 7_258_118_399  # 2199-12-31T23:59:59Z: nanoseconds stay within int64
 
 ACCOUNT_TYPES = {AccountType.ASSET: pb.ACCOUNT_TYPE_ASSET,
                  AccountType.LIABILITY: pb.ACCOUNT_TYPE_LIABILITY,
@@ -144,7 +144,7 @@ def date_out(d: date) -> date_pb2.Date:
 
 def timestamp_in(ts: timestamp_pb2.Timestamp, field: str, v: ViolationCollector) -> int | None:
     if not TIMESTAMP_MIN_S <= ts.seconds <= TIMESTAMP_MAX_S or not 0 <= ts.nanos < 10**9:
-        v.add(field, "must be a valid time between 2000-01-01 and 9999-12-31")
+        v.add(field, "must be a valid time between 2000-01-01 and 2199-12-31")
         return None
     return ts.seconds * 1_000_000_000 + ts.nanos
 

@@ -31,18 +31,52 @@ def encode_token(query: dict[str, Any], position: Any) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def _bad(field: str) -> Exception:
+    return invalid(field, "is not a page token issued by this service")
+
+
+def _int64(value: Any) -> bool:
+    return type(value) is int and -(2**63) <= value < 2**63
+
+
+def position_str(position: Any, field: str = "page_token") -> str:
+    """A token position that must be an id string (as ListAccounts issues)."""
+    if position is None:
+        return ""
+    if not isinstance(position, str) or len(position) > 128:
+        raise _bad(field)
+    return position
+
+
+def position_int(position: Any, field: str = "page_token") -> int | None:
+    if position is None:
+        return None
+    if not _int64(position):
+        raise _bad(field)
+    return int(position)
+
+
+def position_pair(position: Any, field: str = "page_token") -> tuple[int, int] | None:
+    if position is None:
+        return None
+    if not (isinstance(position, list) and len(position) == 2 and all(map(_int64, position))):
+        raise _bad(field)
+    return int(position[0]), int(position[1])
+
+
 def decode_token(token: str, query: dict[str, Any], field: str = "page_token") -> Any:
-    """The position in `token`, or None for an empty token. Raises `InvalidArgument`."""
+    """The position in `token`, or None for an empty token; callers check its shape with
+    `position_str`, `position_int` or `position_pair`. Raises `InvalidArgument`."""
     if not token:
         return None
     if len(token) > PAGE_TOKEN_LENGTH_MAX:
-        raise invalid(field, "is not a page token issued by this service")
+        raise _bad(field)
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         body = json.loads(raw)
         digest, position = body["q"], body["p"]
     except (binascii.Error, ValueError, KeyError, TypeError):
-        raise invalid(field, "is not a page token issued by this service") from None
+        raise _bad(field) from None
     if digest != canonical_hash(query)[:16]:
         raise invalid(field, "was issued for a different query (filters must not change "
                       "between pages)")

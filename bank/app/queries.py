@@ -7,7 +7,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from bank.app.paging import decode_token, encode_token, page_size
+from bank.app.paging import (
+    decode_token,
+    encode_token,
+    page_size,
+    position_pair,
+    position_str,
+)
 from bank.app.ports import AccountFilter, UnitOfWork
 from bank.domain.accounts import Account, Totals
 from bank.domain.entries import JournalEntry, Posting, TransferKind, TransferState
@@ -44,7 +50,7 @@ def list_accounts(uow: UnitOfWork, flt: AccountFilter, size: int, token: str) ->
     query = {"m": "accounts", "kind": flt.owner_kind, "owner": flt.owner_id, "cur": flt.currency,
              "owners": list(flt.owner_ids) if flt.owner_ids is not None else None}
     limit = page_size(size)
-    after = decode_token(token, query) or ""
+    after = position_str(decode_token(token, query))
     with uow.read() as r:
         rows = r.list_accounts(after, limit + 1, flt)
     more = len(rows) > limit
@@ -98,7 +104,7 @@ def statement(uow: UnitOfWork, account_id: str, size: int, token: str,
         raise invalid("end_time", "must be after start_time")
     query = {"m": "statement", "a": account_id, "f": from_ns, "t": to_ns}
     limit = page_size(size)
-    after = decode_token(token, query) or [-1, -1]
+    after = position_pair(decode_token(token, query)) or (-1, -1)
     with uow.read() as r:
         account = r.get_account(account_id)
         if account is None:

@@ -202,13 +202,13 @@ def _validate_spec(spec: TransferSpec, path: str, v: ViolationCollector) -> None
     if kind is TransferKind.EXPIRE_PENDING:
         v.add(f"{path}.kind", "expiry is made by the server only")
     if kind in (TransferKind.POST_PENDING, TransferKind.VOID_PENDING) and not spec.pending_id:
-        v.add(f"{path}.pending_transfer_id", f"is required for a {kind.value} transfer")
+        v.add(f"{path}.pending_transfer", f"is required for a {kind.value} transfer")
     if kind not in (TransferKind.POST_PENDING, TransferKind.VOID_PENDING) and spec.pending_id:
-        v.add(f"{path}.pending_transfer_id", "is only allowed when posting or voiding a hold")
+        v.add(f"{path}.pending_transfer", "is only allowed when posting or voiding a hold")
     if kind is TransferKind.REVERSAL and not spec.reverses_id:
-        v.add(f"{path}.reverses_transfer_id", "is required for a reversal")
+        v.add(f"{path}.reverses_transfer", "is required for a reversal")
     if kind is not TransferKind.REVERSAL and spec.reverses_id:
-        v.add(f"{path}.reverses_transfer_id", "is only allowed on a reversal")
+        v.add(f"{path}.reverses_transfer", "is only allowed on a reversal")
     if kind is not TransferKind.PENDING and spec.timeout_seconds:
         v.add(f"{path}.timeout_seconds", "is only allowed on a pending transfer")
     seen: dict[str, Side] = {}

@@ -223,47 +223,48 @@ class BatchPosting:
         if kind is TransferKind.POST_PENDING:
             posted = list(spec.postings) or [line for line, _ in release]
             _check_within_hold(posted, [line for line, _ in release])
-            return [(line, Effect.POST) for line in posted] + release, pending, 0
+            # Release first: the hold's reservation is gone before the posting lands.
+            return release + [(line, Effect.POST) for line in posted], pending, 0
         return release, pending, 0
 
     def _open_hold(self, pending_id: str, kind: TransferKind) -> JournalEntry:
         pending = self._entry(pending_id)
         if pending is None:
             raise fail("PENDING_TRANSFER_NOT_FOUND", f"no transfer {pending_id!r}", NotFound,
-                       pending_transfer_id=pending_id)
+                       pending_transfer=pending_id)
         if pending.kind is not TransferKind.PENDING:
             raise fail("NOT_A_PENDING_TRANSFER", f"transfer {pending_id!r} is not pending",
-                       pending_transfer_id=pending_id)
+                       pending_transfer=pending_id)
         resolution = self._resolution(pending_id)
         if resolution is not None:
             reason = {TransferKind.POST_PENDING: "PENDING_TRANSFER_ALREADY_POSTED",
                       TransferKind.VOID_PENDING: "PENDING_TRANSFER_ALREADY_VOIDED",
                       TransferKind.EXPIRE_PENDING: "PENDING_TRANSFER_EXPIRED"}[resolution.kind]
             raise fail(reason, f"pending transfer {pending_id!r} was already resolved by "
-                       f"{resolution.transfer_id!r}", pending_transfer_id=pending_id)
+                       f"{resolution.transfer_id!r}", pending_transfer=pending_id)
         expired = pending.expires_ns and pending.expires_ns <= self._now_ns
         if kind is TransferKind.EXPIRE_PENDING and not expired:
             raise fail("PENDING_TRANSFER_NOT_EXPIRED", f"{pending_id!r} has not timed out",
-                       pending_transfer_id=pending_id)
+                       pending_transfer=pending_id)
         if kind is not TransferKind.EXPIRE_PENDING and expired:
             raise fail("PENDING_TRANSFER_EXPIRED", f"pending transfer {pending_id!r} has expired",
-                       pending_transfer_id=pending_id)
+                       pending_transfer=pending_id)
         return pending
 
     def _plan_reversal(self, reverses_id: str) -> list[tuple[PostingLine, Effect]]:
         original = self._entry(reverses_id)
         if original is None:
             raise fail("TRANSFER_NOT_FOUND", f"no transfer {reverses_id!r} to reverse", NotFound,
-                       reverses_transfer_id=reverses_id)
+                       reverses_transfer=reverses_id)
         if original.kind not in (TransferKind.POSTED, TransferKind.POST_PENDING):
             raise fail("TRANSFER_NOT_REVERSIBLE",
                        f"a {original.kind.value} transfer cannot be reversed; only posted ones",
-                       reverses_transfer_id=reverses_id)
+                       reverses_transfer=reverses_id)
         earlier = self._reversal(reverses_id)
         if earlier is not None:
             raise fail("TRANSFER_ALREADY_REVERSED",
                        f"transfer {reverses_id!r} was already reversed by {earlier.transfer_id!r}",
-                       reverses_transfer_id=reverses_id)
+                       reverses_transfer=reverses_id)
         return [(PostingLine(p.account_id, p.side.flipped(), p.amount, p.currency), Effect.POST)
                 for p in original.lines(Effect.POST)]
 
@@ -281,13 +282,15 @@ class BatchPosting:
         for i, (line, effect) in enumerate(lines):
             account = accounts[line.account_id]
             totals = _apply(account.totals, line.side, line.amount, effect)
-            breach = account.limit_breached(totals)
-            if breach is not None:
-                raise fail(breach, _BREACH_TEXT[breach].format(line.account_id),
-                           account_id=line.account_id)
             accounts[line.account_id] = account.with_totals(totals)
             postings.append(Posting(seq, i, line.account_id, line.side, line.amount,
                                     line.currency, effect, totals))
+        # Limits hold for the entry as a whole: an entry is atomic, its lines are not steps.
+        for account_id, account in accounts.items():
+            breach = account.limit_breached(account.totals)
+            if breach is not None:
+                raise fail(breach, _BREACH_TEXT[breach].format(account_id),
+                           account_id=account_id)
         entry = JournalEntry(
             seq=seq, transfer_id=spec.transfer_id, kind=spec.kind, recorded_ns=self._ns + 1,
             effective_date=spec.effective_date or self._business_date, postings=tuple(postings),
