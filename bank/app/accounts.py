@@ -8,6 +8,7 @@ from typing import Any
 from bank.app.ports import Clock, Head, UnitOfWork
 from bank.app.unit import Command, Context, run_command
 from bank.domain.accounts import Account, AccountStatus, AccountType, OwnerKind
+from bank.domain.entries import canonical_hash
 from bank.domain.errors import AlreadyExists, FailedPrecondition, LedgerError, NotFound
 from bank.domain.identity import Principal
 
@@ -109,6 +110,8 @@ def create_accounts(uow: UnitOfWork, clock: Clock, principal: Principal, request
                     metadata={"account_id": spec.account_id})
             items.append(ItemResult(index, spec.account_id, error))
         ctx.tx.insert_accounts(list(new.values()))
+        ctx.effects.extend(["account", a.account_id, canonical_hash(a.definition())]
+                           for a in new.values())
         return BatchResult(tuple(items)), ctx.head
 
     return run_command(uow, clock, command, handler, BatchResult.from_json, timeout_s)
@@ -136,6 +139,7 @@ def close_account(uow: UnitOfWork, clock: Clock, principal: Principal, request_i
                 f"account {account_id!r} can only be closed at a zero balance with no holds",
                 metadata={"account_id": account_id})
         ctx.tx.set_account_status(account_id, AccountStatus.CLOSED, ctx.now_ns)
+        ctx.effects.append(["close", account_id])
         return AccountRef(account_id), ctx.head
 
     return run_command(uow, clock, command, handler, AccountRef.from_json, timeout_s)

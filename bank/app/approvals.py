@@ -108,6 +108,7 @@ def approve(uow: UnitOfWork, clock: Clock, checker: Principal, request_id: str,
                                        approval.maker_request_id)
         ctx.tx.insert_decision(Decision(approval_id, True, checker, ctx.now_ns, note,
                                         json.dumps(result.to_json(), sort_keys=True)))
+        ctx.effects.append(["decision", approval_id, True])
         return DecisionResult(approval_id), head
 
     return run_command(uow, clock, command, handler, DecisionResult.from_json, timeout_s)
@@ -123,6 +124,7 @@ def reject(uow: UnitOfWork, clock: Clock, checker: Principal, request_id: str,
     def handler(ctx: Context) -> tuple[DecisionResult, Head]:
         _decide(ctx, approval_id, checker)
         ctx.tx.insert_decision(Decision(approval_id, False, checker, ctx.now_ns, note, ""))
+        ctx.effects.append(["decision", approval_id, False])
         return DecisionResult(approval_id), ctx.head
 
     return run_command(uow, clock, command, handler, DecisionResult.from_json, timeout_s)

@@ -63,6 +63,7 @@ def _results(outcomes: list[ItemOutcome]) -> BatchResult:
 
 def _write(ctx: Context, engine: BatchPosting) -> Head:
     ctx.tx.insert_entries(engine.new_entries)
+    ctx.effects.extend(["entry", e.seq, e.digest()] for e in engine.new_entries)
     ctx.tx.save_account_totals(engine.touched_accounts)
     return Head(engine.next_seq, max(ctx.head.last_recorded_ns, engine.last_recorded_ns),
                 ctx.head.audit_size)

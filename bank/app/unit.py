@@ -17,7 +17,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from bank.app.ports import AuditLeaf, Clock, Head, LedgerWriter, StoredRequest, UnitOfWork
@@ -33,6 +33,7 @@ from bank.domain.errors import (
     PermissionDenied,
 )
 from bank.domain.identity import Principal
+from bank.domain.invariants import ensure
 
 
 class Result(Protocol):
@@ -64,12 +65,14 @@ class Command:
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What a handler gets: the transaction, the locked head, the clock reading."""
+    """What a handler gets: the transaction, the locked head, the clock reading, and the list
+    of effects it records (rows it inserted or changed, by digest) for the audit leaf."""
 
     tx: LedgerWriter
     head: Head
     now_ns: int
     command: Command
+    effects: list[list[Any]] = field(default_factory=list)
 
 
 Handler = Callable[[Context], tuple[R, Head]]
@@ -109,15 +112,17 @@ def _run_once(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[
         now_ns = max(clock.now_ns(), head.last_recorded_ns + 1)
         result: R | None = None
         error: LedgerError | None = None
+        ctx = Context(tx, head, now_ns, command)
         try:
-            result, head = handler(Context(tx, head, now_ns, command))
+            result, head = handler(ctx)
         except BUSINESS_FAILURES as failure:
             # Handlers plan before they write, so a business failure has written nothing.
             error = failure
+            ensure(not ctx.effects, f"{command.method} failed after writing")
         outcome = ({"result": result.to_json()} if result is not None
                    else {"error": error.to_record() if error else None})
         outcome_json = json.dumps(outcome, sort_keys=True, separators=(",", ":"))
-        head = _audit(tx, head, now_ns, command, fingerprint, outcome_json)
+        head = _audit(tx, head, now_ns, command, fingerprint, outcome_json, ctx.effects)
         tx.save_request(StoredRequest(command.request_id, command.method, fingerprint,
                                       outcome_json, now_ns))
         tx.save_head(head)
@@ -138,6 +143,7 @@ def request_approval(ctx: Context, payload: dict[str, Any], reason: str) -> str:
         reason=reason[:256], created_ns=ctx.now_ns,
         expires_ns=ctx.now_ns + APPROVAL_TTL_SECONDS * 1_000_000_000)
     ctx.tx.insert_approval(approval)
+    ctx.effects.append(["approval", approval.approval_id, approval.payload_sha256])
     return approval.approval_id
 
 
@@ -156,7 +162,7 @@ def record_denial(uow: UnitOfWork, clock: Clock, principal: Principal | None, me
 
 
 def _audit(tx: LedgerWriter, head: Head, now_ns: int, command: Command, fingerprint: str,
-           outcome_json: str) -> Head:
+           outcome_json: str, effects: list[list[Any]]) -> Head:
     record = {
         "index": head.audit_size,
         "time_ns": now_ns,
@@ -166,6 +172,7 @@ def _audit(tx: LedgerWriter, head: Head, now_ns: int, command: Command, fingerpr
         "request_sha256": fingerprint,
         "outcome_sha256": canonical_hash(json.loads(outcome_json)),
         "outcome": "error" if outcome_json.startswith('{"error"') else "ok",
+        "effects": effects,
     }
     data = leaf_bytes(record)
     tx.append_audit([AuditLeaf(head.audit_size, now_ns, data, leaf_hash(data))])

@@ -109,6 +109,15 @@ class Account:
         t = self.totals
         return t.debits_posted == t.credits_posted and t.debits_pending == 0 == t.credits_pending
 
+    def definition(self) -> dict[str, object]:
+        """What defines the account (not its totals or status): audited on creation."""
+        return {"account_id": self.account_id, "currency": self.currency,
+                "type": self.account_type.value, "code": self.code,
+                "owner_kind": self.owner_kind.value, "owner_id": self.owner_id,
+                "no_overdraft": self.debits_must_not_exceed_credits,
+                "no_excess_credit": self.credits_must_not_exceed_debits,
+                "created_ns": self.created_ns}
+
     def same_definition(self, other: Account) -> bool:
         """True when `other` asks to create exactly this account (for idempotent replays)."""
         return (self.currency, self.account_type, self.code, self.owner_kind, self.owner_id,

@@ -153,6 +153,25 @@ class JournalEntry:
     def lines(self, effect: Effect) -> tuple[Posting, ...]:
         return tuple(p for p in self.postings if p.effect is effect)
 
+    def canonical(self) -> dict[str, Any]:
+        """The entry as canonical data: what audit leaves commit to and exports carry."""
+        return {
+            "position": self.seq, "transfer_id": self.transfer_id, "kind": self.kind.value,
+            "recorded_ns": self.recorded_ns, "effective_date": self.effective_date.isoformat(),
+            "pending_id": self.pending_id, "reverses_id": self.reverses_id,
+            "expires_ns": self.expires_ns, "description": self.description,
+            "metadata": [list(kv) for kv in self.metadata], "fingerprint": self.fingerprint,
+            "request_id": self.request_id,
+            "postings": [[p.index, p.account_id, p.side.value, p.amount, p.currency,
+                          p.effect.value, p.totals_after.debits_posted,
+                          p.totals_after.credits_posted, p.totals_after.debits_pending,
+                          p.totals_after.credits_pending] for p in self.postings],
+        }
+
+    def digest(self) -> str:
+        """SHA-256 of `canonical()`; recorded in the audit leaf of the command that made it."""
+        return canonical_hash(self.canonical())
+
 
 def canonical_hash(body: object) -> str:
     """SHA-256 hex of the canonical JSON form of `body` (sorted keys, no spaces, UTF-8)."""
