@@ -8,6 +8,7 @@ INVALID_ARGUMENT. Output-only fields set by a client are refused rather than ign
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import date, timedelta
 
 from google.protobuf import timestamp_pb2
@@ -156,9 +157,13 @@ def timestamp_out(ns: int) -> timestamp_pb2.Timestamp:
 def text_in(value: str, field: str, length_max: int, v: ViolationCollector) -> str:
     if len(value) > length_max:
         v.add(field, f"must be at most {length_max} characters")
-    elif any(ord(ch) < 32 and ch not in "\t" for ch in value):
+    elif _has_control(value):
         v.add(field, "must not contain control characters")
     return value
+
+
+def _has_control(value: str) -> bool:
+    return any(unicodedata.category(ch) == "Cc" for ch in value)
 
 
 def metadata_in(items: dict[str, str], field: str,
@@ -170,6 +175,8 @@ def metadata_in(items: dict[str, str], field: str,
         if not key or len(key) > limits.METADATA_KEY_LENGTH_MAX:
             v.add(f"{field}[{key[:40]!r}]",
                   f"keys must be 1-{limits.METADATA_KEY_LENGTH_MAX} characters")
+        elif _has_control(key) or _has_control(value):
+            v.add(f"{field}[{key[:40]!r}]", "keys and values must not contain control characters")
         size += len(key.encode()) + len(value.encode())
     if size > limits.METADATA_BYTES_MAX:
         v.add(field, f"must be at most {limits.METADATA_BYTES_MAX} bytes in all")

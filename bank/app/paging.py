@@ -9,11 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 
 from bank.domain.entries import canonical_hash
 from bank.domain.errors import invalid
-from bank.domain.limits import PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PAGE_TOKEN_LENGTH_MAX
+from bank.domain.limits import ID_PATTERN, PAGE_SIZE_DEFAULT, PAGE_SIZE_MAX, PAGE_TOKEN_LENGTH_MAX
+
+_ID = re.compile(ID_PATTERN)
 
 
 def page_size(requested: int, field: str = "page_size") -> int:
@@ -43,7 +46,7 @@ def position_str(position: Any, field: str = "page_token") -> str:
     """A token position that must be an id string (as ListAccounts issues)."""
     if position is None:
         return ""
-    if not isinstance(position, str) or len(position) > 128:
+    if not isinstance(position, str) or not _ID.fullmatch(position):
         raise _bad(field)
     return position
 

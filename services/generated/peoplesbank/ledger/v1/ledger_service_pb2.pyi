@@ -567,7 +567,7 @@ class TransferInput(_message.Message):
     reverses_transfer: _builtins.str
     """The transfer to reverse (REVERSAL only): `transfers/{transfer_id}`."""
     description: _builtins.str
-    """At most 256 characters."""
+    """At most 256 characters, no control characters."""
     timeout_seconds: _builtins.int
     """PENDING only: seconds until the hold expires by itself, 0 (never) to 7,776,000 (90 days)."""
     linked: _builtins.bool
@@ -586,7 +586,9 @@ class TransferInput(_message.Message):
 
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """At most 16 keys of at most 64 characters; at most 4,096 bytes in all."""
+        """At most 16 keys of at most 64 characters; at most 4,096 bytes in all; no control
+        characters in keys or values.
+        """
 
     def __init__(
         self,
@@ -851,7 +853,9 @@ class ListAccountEntriesRequest(_message.Message):
     page_token: _builtins.str
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
-        """Optional range of record times: start inclusive, end exclusive."""
+        """Optional range of record times: start inclusive, end exclusive; each between 2000-01-01
+        and 2199-12-31.
+        """
 
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -955,7 +959,7 @@ class GetAccountBalanceRequest(_message.Message):
     @_builtins.property
     def as_of_time(self) -> _timestamp_pb2.Timestamp:
         """Optional: the balance right after everything recorded at or before this instant.
-        Unset means now. Must not be in the future.
+        Unset means now. Must not be in the future, nor before 2000-01-01.
         """
 
     def __init__(
