@@ -147,6 +147,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_KEYS_DIR = "var/keys"
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from bank.adapters.clock import SystemClock
+    from bank.adapters.keys import KeyRing
+    from bank.adapters.sql import SqlUnitOfWork
+    from bank.app.audit import sign_checkpoint, verify_audit
+
+    ring = KeyRing(Path(args.keys_dir))
+    if args.audit_command == "rotate-key":
+        signer = ring.rotate()
+        print(f"new active signing key {signer.name}; pin its verifier key:")
+        print(signer.verifier.encode())
+        return 0
+    if args.audit_command == "keys":
+        for verifier in ring.verifiers():
+            print(verifier.encode())
+        return 0
+    uow = SqlUnitOfWork(_engine(args))
+    if args.audit_command == "sign":
+        checkpoint = sign_checkpoint(uow, SystemClock(), ring.ensure())
+        print(checkpoint.note, end="")
+        return 0
+    verifiers = ring.verifiers()
+    print(f"verifying the audit log with {len(verifiers)} pinned key(s)...", flush=True)
+    report = verify_audit(uow, verifiers, progress=lambda line: print(f"  {line}", flush=True))
+    for problem in report.problems:
+        print(f"PROBLEM: {problem}")
+    print(f"{report.leaves} audit leaves, {report.checkpoints} checkpoints, {report.entries} "
+          f"entries: " + ("audit log verified" if report.ok
+                          else f"{len(report.problems)} problems"))
+    return 0 if report.ok else 1
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from bank.adapters.sql import SqlUnitOfWork
     from bank.app.check import check_ledger
@@ -188,6 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("BANK_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"serve": cmd_serve, "db": cmd_db, "demo": cmd_demo, "check": cmd_check,
+                "audit": cmd_audit,
                 **client.COMMANDS}
     try:
         return int(handlers[args.command](args))
@@ -236,6 +272,12 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("db_command", choices=["upgrade", "current"])
     sub.add_parser("demo", help="seed demo data into the database (idempotent)")
     sub.add_parser("check", help="verify account totals against postings and the trial balance")
+    audit = sub.add_parser("audit", help="audit log: checkpoints, keys, self-check")
+    audit.add_argument("audit_command", choices=["sign", "verify", "keys", "rotate-key"],
+                       help="sign a checkpoint; verify the log and the ledger against it; "
+                       "print verifier keys; rotate the signing key")
+    audit.add_argument("--keys-dir", default=os.environ.get("BANK_KEYS_DIR", DEFAULT_KEYS_DIR),
+                       help=f"checkpoint signing keys (default {DEFAULT_KEYS_DIR})")
     client.add_parsers(sub)
     return parser
 

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from bank.adapters import tables as t
-from bank.app.ports import AccountFilter, AuditLeaf, Head, StoredRequest
+from bank.app.ports import AccountFilter, AuditLeaf, Head, StoredCheckpoint, StoredRequest
 from bank.domain.accounts import Account, AccountStatus, AccountType, OwnerKind, Side, Totals
 from bank.domain.approvals import Approval, Decision
 from bank.domain.entries import Effect, JournalEntry, Posting, TransferKind
@@ -414,6 +414,39 @@ class SqlLedger:
                    func.sum(c.credits_posted))
             .group_by(c.currency, c.account_type).order_by(c.currency, c.account_type))
         return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+
+    def iter_entries(self) -> Iterator[JournalEntry]:
+        """Streams entries with their postings (two ordered cursors merged, constant memory)."""
+        entries = self.conn.execution_options(yield_per=2_000).execute(
+            select(t.entries).order_by(t.entries.c.seq))
+        postings = iter(self.iter_postings())
+        pending: Posting | None = next(postings, None)
+        for row in entries:
+            lines: list[Posting] = []
+            while pending is not None and pending.entry_seq <= row.seq:
+                if pending.entry_seq == row.seq:
+                    lines.append(pending)
+                pending = next(postings, None)
+            yield _entry(row, tuple(lines))
+
+    def iter_audit(self, start: int = 0, stop: int | None = None) -> Iterator[AuditLeaf]:
+        a = t.audit_log.c
+        query = select(t.audit_log).where(a.idx >= start).order_by(a.idx)
+        if stop is not None:
+            query = query.where(a.idx < stop)
+        for row in self.conn.execution_options(yield_per=5_000).execute(query):
+            yield AuditLeaf(row.idx, row.recorded_ns, bytes(row.leaf), bytes(row.leaf_hash))
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        rows = self.conn.execute(select(t.checkpoints).order_by(t.checkpoints.c.seq))
+        return [StoredCheckpoint(r.seq, r.tree_size, bytes(r.root_hash), r.note, r.key_name,
+                                 r.created_ns) for r in rows]
+
+    def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        self.conn.execute(insert(t.checkpoints).values(
+            seq=checkpoint.seq, tree_size=checkpoint.tree_size, root_hash=checkpoint.root_hash,
+            note=checkpoint.note, key_name=checkpoint.key_name,
+            created_ns=checkpoint.created_ns))
 
     def iter_postings(self) -> Iterator[Posting]:
         result = self.conn.execution_options(yield_per=5_000).execute(

@@ -180,5 +180,17 @@ approval_decisions = Table(
     Column("outcome_json", Text, nullable=False),
 )
 
+checkpoints = Table(
+    "checkpoints", metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("tree_size", BigInteger, nullable=False),
+    Column("root_hash", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False),  # the signed checkpoint, C2SP signed-note text
+    Column("key_name", String(64), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    CheckConstraint("tree_size >= 0 AND seq >= 1", name="non_negative"),
+)
+
 # Tables whose rows are history: never updated, never deleted (triggers enforce it).
-APPEND_ONLY = ("entries", "postings", "requests", "audit_log", "approvals", "approval_decisions")
+APPEND_ONLY = ("entries", "postings", "requests", "audit_log", "approvals", "approval_decisions",
+               "checkpoints")

@@ -43,6 +43,16 @@ class AuditLeaf:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    seq: int
+    tree_size: int
+    root_hash: bytes
+    note: str
+    key_name: str
+    created_ns: int
+
+
+@dataclass(frozen=True, slots=True)
 class AccountFilter:
     owner_kind: str | None = None
     owner_id: str | None = None
@@ -95,6 +105,16 @@ class LedgerReader(Protocol):
 
     def iter_accounts(self) -> Iterator[Account]: ...
 
+    def iter_entries(self) -> Iterator[JournalEntry]:
+        """Every entry with its postings, in position order (streamed)."""
+        ...
+
+    def iter_audit(self, start: int = 0, stop: int | None = None) -> Iterator[AuditLeaf]:
+        """Audit leaves with index in [start, stop), in index order (streamed)."""
+        ...
+
+    def checkpoints(self) -> list[StoredCheckpoint]: ...
+
 
 class LedgerWriter(LedgerReader, Protocol):
     def lock_head(self) -> Head: ...
@@ -118,6 +138,8 @@ class LedgerWriter(LedgerReader, Protocol):
     def insert_approval(self, approval: Approval) -> None: ...
 
     def insert_decision(self, decision: Decision) -> None: ...
+
+    def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
 
 
 class UnitOfWork(Protocol):

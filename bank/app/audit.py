@@ -1,0 +1,185 @@
+"""The audit log's checkpoints and its self-check (`bank audit sign`, `bank audit verify`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bank.app.check import check_ledger
+from bank.app.ports import StoredCheckpoint, UnitOfWork
+from bank.domain.audit import leaf_hash
+from bank.domain.entries import canonical_hash
+from bank.domain.errors import Aborted, FailedPrecondition
+from bank.domain.merkle import RootBuilder
+from bank.offline.checkpoint import ORIGIN, Checkpoint, verify_checkpoint
+from bank.offline.note import NoteError, Signer, Verifier
+
+PROGRESS_EVERY = 100_000
+PROBLEMS_MAX = 1_000
+
+
+def sign_checkpoint(uow: UnitOfWork, clock: Any, signer: Signer) -> StoredCheckpoint:
+    """Sign a checkpoint of the whole audit log as it is now.
+
+    The tree is recomputed from the stored leaves; the signer refuses (FailedPrecondition
+    TREE_INCONSISTENT) when the first leaves no longer hash to the last signed checkpoint's root,
+    or when a stored leaf hash does not match its leaf. Returns the last checkpoint unchanged
+    when nothing was appended since.
+    """
+    with uow.read() as r:
+        size = r.head().audit_size
+        existing = r.checkpoints()
+        last = existing[-1] if existing else None
+        if last is not None and last.tree_size == size:
+            return last
+        builder = RootBuilder()
+        for leaf in r.iter_audit(0, size):
+            if leaf.index != builder.size or leaf_hash(leaf.leaf) != leaf.leaf_hash:
+                raise FailedPrecondition("TREE_INCONSISTENT",
+                                         f"refusing to sign: audit leaf {builder.size} is "
+                                         "missing or does not match its hash")
+            builder.append(leaf.leaf_hash)
+            if last is not None and builder.size == last.tree_size and (
+                    builder.root() != last.root_hash):
+                raise FailedPrecondition("TREE_INCONSISTENT",
+                                         "refusing to sign: the log is not consistent with "
+                                         f"checkpoint {last.seq} (size {last.tree_size})")
+        if builder.size != size:
+            raise FailedPrecondition("TREE_INCONSISTENT", "refusing to sign: the log has "
+                                     f"{builder.size} leaves but the head says {size}")
+    checkpoint = Checkpoint(ORIGIN, size, builder.root())
+    stored = StoredCheckpoint((last.seq if last else 0) + 1, size, checkpoint.root,
+                              signer.sign(checkpoint.text()), signer.name, clock.now_ns())
+    with uow.write() as tx:
+        tx.lock_head()
+        latest = tx.checkpoints()
+        if (latest[-1].seq if latest else 0) != stored.seq - 1:
+            raise Aborted("CONCURRENT_CHECKPOINT", "another checkpoint was signed meanwhile")
+        tx.insert_checkpoint(stored)
+    return stored
+
+
+@dataclass
+class AuditReport:
+    leaves: int = 0
+    checkpoints: int = 0
+    entries: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, problem: str) -> None:
+        if len(self.problems) < PROBLEMS_MAX:
+            self.problems.append(problem)
+
+
+@dataclass
+class _Effects:
+    entries: dict[int, str] = field(default_factory=dict)
+    accounts: dict[str, str] = field(default_factory=dict)
+    closed: set[str] = field(default_factory=set)
+
+    def record(self, index: int, effects: list[Any], report: AuditReport) -> None:
+        for effect in effects:
+            kind, key = effect[0], effect[1]
+            if kind == "entry":
+                if key in self.entries:
+                    report.add(f"audit leaf {index} records entry {key} a second time")
+                self.entries[key] = effect[2]
+            elif kind == "account":
+                self.accounts[key] = effect[2]
+            elif kind == "close":
+                self.closed.add(key)
+
+
+def _check_leaves(r: Any, report: AuditReport, checkpoints: list[StoredCheckpoint],
+                  verifiers: list[Verifier], progress: Callable[[str], None] | None) -> _Effects:
+    effects = _Effects()
+    builder = RootBuilder()
+    by_size: dict[int, list[StoredCheckpoint]] = {}
+    for cp in checkpoints:
+        by_size.setdefault(cp.tree_size, []).append(cp)
+    _compare_roots(by_size.get(0, []), builder, report)
+    for leaf in r.iter_audit():
+        if leaf.index != builder.size:
+            report.add(f"audit leaf index {leaf.index} found where {builder.size} was expected "
+                       "(a leaf was deleted, inserted or reordered)")
+        if leaf_hash(leaf.leaf) != leaf.leaf_hash:
+            report.add(f"audit leaf {leaf.index}: stored hash does not match its content "
+                       "(the leaf was edited)")
+        builder.append(leaf_hash(leaf.leaf))
+        try:
+            record = json.loads(leaf.leaf)
+            if record.get("index") != leaf.index:
+                report.add(f"audit leaf {leaf.index} says it is leaf {record.get('index')}")
+            effects.record(leaf.index, record.get("effects", []), report)
+        except (ValueError, AttributeError, IndexError, TypeError):
+            report.add(f"audit leaf {leaf.index} is not a canonical audit record")
+        _compare_roots(by_size.get(builder.size, []), builder, report)
+        if progress and builder.size % PROGRESS_EVERY == 0:
+            progress(f"hashed {builder.size} audit leaves")
+    report.leaves = builder.size
+    for cp in checkpoints:
+        if cp.tree_size > builder.size:
+            report.add(f"checkpoint {cp.seq} covers {cp.tree_size} leaves but the log has only "
+                       f"{builder.size} (the log was truncated)")
+        try:
+            signed = verify_checkpoint(cp.note, verifiers)
+            if (signed.size, signed.root) != (cp.tree_size, cp.root_hash):
+                report.add(f"checkpoint {cp.seq}: signed note does not match its row")
+        except NoteError as error:
+            report.add(f"checkpoint {cp.seq}: {error}")
+    return effects
+
+
+def _compare_roots(cps: list[StoredCheckpoint], builder: RootBuilder,
+                   report: AuditReport) -> None:
+    for cp in cps:
+        if builder.root() != cp.root_hash:
+            report.add(f"checkpoint {cp.seq}: the log's first {cp.tree_size} leaves hash to a "
+                       "different root (history was changed or forked)")
+
+
+def verify_audit(uow: UnitOfWork, verifiers: list[Verifier],
+                 progress: Callable[[str], None] | None = None) -> AuditReport:
+    """Recompute the tree, check every checkpoint, and check that the ledger's entries and
+    accounts are exactly those the audited operations recorded. Names every problem found."""
+    report = AuditReport()
+    with uow.read() as r:
+        head = r.head()
+        checkpoints = r.checkpoints()
+        report.checkpoints = len(checkpoints)
+        effects = _check_leaves(r, report, checkpoints, verifiers, progress)
+        if head.audit_size != report.leaves:
+            report.add(f"the ledger head counts {head.audit_size} audit leaves; the log has "
+                       f"{report.leaves}")
+        seen: set[int] = set()
+        for entry in r.iter_entries():
+            report.entries += 1
+            seen.add(entry.seq)
+            audited = effects.entries.get(entry.seq)
+            if audited is None:
+                report.add(f"entry {entry.seq} ({entry.transfer_id}) was not produced by any "
+                           "audited operation")
+            elif audited != entry.digest():
+                report.add(f"entry {entry.seq} ({entry.transfer_id}) differs from what its "
+                           "audited operation recorded")
+        for seq in sorted(set(effects.entries) - seen):
+            report.add(f"entry {seq} recorded by the audit log is missing from the ledger")
+        for account in r.iter_accounts():
+            digest = effects.accounts.get(account.account_id)
+            if digest != canonical_hash(account.definition()):
+                report.add(f"account {account.account_id} does not match its audited creation")
+            if (account.status.value == "closed") != (account.account_id in effects.closed):
+                report.add(f"account {account.account_id}: status {account.status.value} does "
+                           "not match the audited operations")
+            effects.accounts.pop(account.account_id, None)
+        for account_id in sorted(effects.accounts):
+            report.add(f"account {account_id} recorded by the audit log is missing")
+    for problem in check_ledger(uow).problems:
+        report.add(problem)
+    return report
