@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -429,13 +429,18 @@ class SqlLedger:
                 pending = next(postings, None)
             yield _entry(row, tuple(lines))
 
-    def iter_audit(self, start: int = 0, stop: int | None = None) -> Iterator[AuditLeaf]:
+    def iter_audit(self, start: int = 0, stop: int | None = None
+                   ) -> Generator[AuditLeaf, None, None]:
         a = t.audit_log.c
         query = select(t.audit_log).where(a.idx >= start).order_by(a.idx)
         if stop is not None:
             query = query.where(a.idx < stop)
-        for row in self.conn.execution_options(yield_per=5_000).execute(query):
-            yield AuditLeaf(row.idx, row.recorded_ns, bytes(row.leaf), bytes(row.leaf_hash))
+        result = self.conn.execution_options(yield_per=5_000).execute(query)
+        try:
+            for row in result:
+                yield AuditLeaf(row.idx, row.recorded_ns, bytes(row.leaf), bytes(row.leaf_hash))
+        finally:
+            result.close()
 
     def checkpoints(self) -> list[StoredCheckpoint]:
         rows = self.conn.execute(select(t.checkpoints).order_by(t.checkpoints.c.seq))

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
 from bank.app.check import check_ledger
-from bank.app.ports import StoredCheckpoint, UnitOfWork
+from bank.app.ports import AuditLeaf, StoredCheckpoint, UnitOfWork
 from bank.domain.audit import leaf_hash
 from bank.domain.entries import canonical_hash
 from bank.domain.errors import Aborted, FailedPrecondition
@@ -35,17 +35,11 @@ def sign_checkpoint(uow: UnitOfWork, clock: Any, signer: Signer) -> StoredCheckp
         if last is not None and last.tree_size == size:
             return last
         builder = RootBuilder()
-        for leaf in r.iter_audit(0, size):
-            if leaf.index != builder.size or leaf_hash(leaf.leaf) != leaf.leaf_hash:
-                raise FailedPrecondition("TREE_INCONSISTENT",
-                                         f"refusing to sign: audit leaf {builder.size} is "
-                                         "missing or does not match its hash")
-            builder.append(leaf.leaf_hash)
-            if last is not None and builder.size == last.tree_size and (
-                    builder.root() != last.root_hash):
-                raise FailedPrecondition("TREE_INCONSISTENT",
-                                         "refusing to sign: the log is not consistent with "
-                                         f"checkpoint {last.seq} (size {last.tree_size})")
+        leaves = r.iter_audit(0, size)
+        try:  # close the cursor even when we refuse early
+            _extend_checked(builder, leaves, last)
+        finally:
+            leaves.close()
         if builder.size != size:
             raise FailedPrecondition("TREE_INCONSISTENT", "refusing to sign: the log has "
                                      f"{builder.size} leaves but the head says {size}")
@@ -59,6 +53,21 @@ def sign_checkpoint(uow: UnitOfWork, clock: Any, signer: Signer) -> StoredCheckp
             raise Aborted("CONCURRENT_CHECKPOINT", "another checkpoint was signed meanwhile")
         tx.insert_checkpoint(stored)
     return stored
+
+
+def _extend_checked(builder: RootBuilder, leaves: Generator[AuditLeaf, None, None],
+                    last: StoredCheckpoint | None) -> None:
+    for leaf in leaves:
+        if leaf.index != builder.size or leaf_hash(leaf.leaf) != leaf.leaf_hash:
+            raise FailedPrecondition("TREE_INCONSISTENT",
+                                     f"refusing to sign: audit leaf {builder.size} is "
+                                     "missing or does not match its hash")
+        builder.append(leaf.leaf_hash)
+        if last is not None and builder.size == last.tree_size and (
+                builder.root() != last.root_hash):
+            raise FailedPrecondition("TREE_INCONSISTENT",
+                                     "refusing to sign: the log is not consistent with "
+                                     f"checkpoint {last.seq} (size {last.tree_size})")
 
 
 @dataclass

@@ -5,7 +5,7 @@ Adapters implement these (SQL in `bank.adapters.sql`, dicts in `tests/fakes.py`)
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import date
@@ -109,7 +109,8 @@ class LedgerReader(Protocol):
         """Every entry with its postings, in position order (streamed)."""
         ...
 
-    def iter_audit(self, start: int = 0, stop: int | None = None) -> Iterator[AuditLeaf]:
+    def iter_audit(self, start: int = 0, stop: int | None = None
+                   ) -> Generator[AuditLeaf, None, None]:
         """Audit leaves with index in [start, stop), in index order (streamed)."""
         ...
 
