@@ -130,12 +130,55 @@ class RootBuilder:
         """Roots of the perfect subtrees covering the leaves so far, largest first."""
         return tuple(self._stack)
 
+    @staticmethod
+    def from_compact_range(size: int, hashes: Sequence[bytes]) -> RootBuilder:
+        """A builder resumed from `compact_range()` of a tree of `size` leaves (for proofs that
+        carry the left edge of a range). Raises `ProofError` when the count does not fit."""
+        _check_size("size", size)
+        if len(hashes) != bin(size).count("1"):
+            raise ProofError(f"a compact range of {size} leaves has {bin(size).count('1')} "
+                             f"hashes, not {len(hashes)}")
+        for i, h in enumerate(hashes):
+            _check_hash(f"compact_range[{i}]", h)
+        builder = RootBuilder()
+        builder._size = size
+        builder._stack = [bytes(h) for h in hashes]
+        return builder
+
+    def append_subtree(self, subtree_root: bytes, height: int) -> None:
+        """Append the root of a perfect subtree of 2**height leaves starting at `size`, which
+        must be a multiple of 2**height (see `aligned_subtrees`)."""
+        _check_hash("subtree root", subtree_root)
+        width = 1 << height
+        if height < 0 or self._size % width:
+            raise ProofError(f"a subtree of {width} leaves cannot start at leaf {self._size}")
+        h = bytes(subtree_root)
+        carry = self._size >> height
+        while carry & 1:
+            h = node_hash(self._stack.pop(), h)
+            carry >>= 1
+        self._stack.append(h)
+        self._size += width
+
     def copy(self) -> RootBuilder:
         """An independent builder in the same state."""
         twin = RootBuilder()
         twin._size = self._size
         twin._stack = list(self._stack)
         return twin
+
+
+def aligned_subtrees(start: int, end: int) -> list[tuple[int, int]]:
+    """Split leaves [start, end) into the fewest perfect subtrees, each aligned to its size, in
+    order, as (first leaf, height): what `RootBuilder.append_subtree` accepts."""
+    out = []
+    while start < end:
+        height = (end - start).bit_length() - 1
+        if start:
+            height = min(height, (start & -start).bit_length() - 1)
+        out.append((start, height))
+        start += 1 << height
+    return out
 
 
 def root(leaf_hashes: Sequence[bytes]) -> bytes:

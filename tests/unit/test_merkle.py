@@ -9,6 +9,7 @@ corrupted proofs that must be rejected.
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import json
 import re
@@ -447,3 +448,25 @@ def test_every_consistency_proof_verifies_and_any_flipped_bit_breaks_it(
         verify_consistency(old, new, proof, flip(old_root, bit), new_root)
     with pytest.raises(ProofError):
         verify_consistency(old, new, proof, old_root, flip(new_root, bit))
+
+
+@given(size=st.integers(0, 300), data=st.data())
+@settings(max_examples=100, deadline=None)
+def test_a_range_with_its_left_edge_and_right_subtrees_rebuilds_the_root(size, data):
+    from bank.domain.merkle import aligned_subtrees
+
+    leaves = [hashlib.sha256(b"\x00" + i.to_bytes(4, "big")).digest() for i in range(size)]
+    start = data.draw(st.integers(0, size))
+    stop = data.draw(st.integers(start, size))
+    builder = RootBuilder.from_compact_range(start, RootBuilder(leaves[:start]).compact_range())
+    builder.extend(leaves[start:stop])
+    for first, height in aligned_subtrees(stop, size):
+        builder.append_subtree(root(leaves[first:first + (1 << height)]), height)
+    assert builder.size == size
+    assert builder.root() == root(leaves)
+
+
+def test_a_misaligned_subtree_is_refused():
+    builder = RootBuilder([hashlib.sha256(b"x").digest()] * 3)
+    with pytest.raises(ProofError, match="cannot start at leaf 3"):
+        builder.append_subtree(hashlib.sha256(b"y").digest(), 1)
