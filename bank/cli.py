@@ -22,6 +22,7 @@ DEFAULT_DATABASE_URL = "sqlite:///var/ledger.db"
 DEFAULT_SERVER = "127.0.0.1:50051"
 DEFAULT_IDENTITY = "teller"
 DEFAULT_PKI_DIR = "var/pki"
+DEFAULT_KEYS_DIR = "var/keys"
 
 
 class UserError(Exception):
@@ -47,6 +48,7 @@ def _engine(args: argparse.Namespace) -> Any:
 def cmd_serve(args: argparse.Namespace) -> int:
     from bank.adapters import migrate
     from bank.adapters.clock import SystemClock
+    from bank.adapters.keys import KeyRing
     from bank.adapters.sql import SqlUnitOfWork
     from services.server import start_server
 
@@ -63,7 +65,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not args.plaintext_dev:
         credentials, resolver = _tls(Path(args.pki_dir))
     running = start_server(uow, host=args.host, port=args.port, clock=SystemClock(),
-                           credentials=credentials, resolver=resolver)
+                           credentials=credentials, resolver=resolver,
+                           keys=KeyRing(Path(args.keys_dir)))
     address = f"{args.host}:{running.port}"
     flags = "" if address == DEFAULT_SERVER else f" --server {address}"
     if args.plaintext_dev:
@@ -147,9 +150,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-DEFAULT_KEYS_DIR = "var/keys"
-
-
 def cmd_audit(args: argparse.Namespace) -> int:
     from bank.adapters.clock import SystemClock
     from bank.adapters.keys import KeyRing
@@ -167,6 +167,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
             print(verifier.encode())
         return 0
     uow = SqlUnitOfWork(_engine(args))
+    if args.audit_command == "export":
+        return _export(args, uow, ring)
     if args.audit_command == "sign":
         checkpoint = sign_checkpoint(uow, SystemClock(), ring.ensure())
         print(checkpoint.note, end="")
@@ -180,6 +182,54 @@ def cmd_audit(args: argparse.Namespace) -> int:
           f"entries: " + ("audit log verified" if report.ok
                           else f"{len(report.problems)} problems"))
     return 0 if report.ok else 1
+
+
+def _time_arg(value: str | None, flag: str) -> int | None:
+    from datetime import UTC, datetime
+
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{flag}: not an ISO date or time: {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return int(parsed.timestamp()) * 1_000_000_000
+
+
+def _export(args: argparse.Namespace, uow: Any, ring: Any) -> int:
+    from bank.adapters.clock import SystemClock
+    from bank.app.export import ExportSpec, export_bundle
+    from bank.offline.checkpoint import Checkpoint
+
+    out = Path(args.out) if args.out else None
+    if out is None:
+        raise UserError("--out DIR is required for export")
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{out} exists and is not empty")
+    previous = None
+    if args.previous:
+        text = Path(args.previous).read_text()
+        previous = Checkpoint.parse(text.split("\n\n")[0] + "\n").size
+    spec = ExportSpec(_time_arg(args.start, "--from"), _time_arg(args.end, "--to"),
+                      tuple(args.account or ()), previous)
+    written: dict[str, Any] = {}
+    try:
+        for path, chunk in export_bundle(uow, SystemClock(), ring.ensure(), spec,
+                                         progress=lambda line: print(f"  {line}", flush=True)):
+            if path not in written:
+                target = out / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                written[path] = target.open("wb")
+            written[path].write(chunk)
+    finally:
+        for handle in written.values():
+            handle.close()
+    print(f"wrote {len(written)} files to {out}; verify offline with:")
+    print("  .venv/bin/bank audit keys > pinned-keys.txt")
+    print(f"  python -m bank.offline.verify {out} --key pinned-keys.txt")
+    return 0
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -265,6 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=50051)
     serve.add_argument("--demo", action="store_true", help="seed demo data first (idempotent)")
+    serve.add_argument("--keys-dir", default=os.environ.get("BANK_KEYS_DIR", DEFAULT_KEYS_DIR),
+                       help=f"checkpoint signing keys (default {DEFAULT_KEYS_DIR})")
     serve.add_argument("--no-migrate", action="store_true",
                        help="only check that migrations are applied, do not apply them")
 
@@ -273,9 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("demo", help="seed demo data into the database (idempotent)")
     sub.add_parser("check", help="verify account totals against postings and the trial balance")
     audit = sub.add_parser("audit", help="audit log: checkpoints, keys, self-check")
-    audit.add_argument("audit_command", choices=["sign", "verify", "keys", "rotate-key"],
+    audit.add_argument("audit_command",
+                       choices=["sign", "verify", "keys", "rotate-key", "export"],
                        help="sign a checkpoint; verify the log and the ledger against it; "
-                       "print verifier keys; rotate the signing key")
+                       "print verifier keys; rotate the signing key; export a bundle")
+    audit.add_argument("--out", help="export: the bundle folder to create")
+    audit.add_argument("--from", dest="start", help="export: period start (ISO date/time, UTC)")
+    audit.add_argument("--to", dest="end", help="export: period end, exclusive")
+    audit.add_argument("--account", action="append", help="export: only these accounts")
+    audit.add_argument("--previous", help="export: a checkpoint file from an earlier export, "
+                       "to prove consistency from")
     audit.add_argument("--keys-dir", default=os.environ.get("BANK_KEYS_DIR", DEFAULT_KEYS_DIR),
                        help=f"checkpoint signing keys (default {DEFAULT_KEYS_DIR})")
     client.add_parsers(sub)

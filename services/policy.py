@@ -17,6 +17,8 @@ GetTrialBalance                   yes     yes     yes              yes       yes
 WatchEntries                      yes                              yes       yes     yes
 ListApprovals, GetApproval        yes     yes     yes              yes       yes
 ApproveOperation, RejectOperation                 yes***
+GetCheckpoint                                                      yes       yes     yes
+ExportBundle                                                       yes       yes
 
 *  own: only resources of the council named by the certificate's scope.
 ** a council must filter ListAccounts by its own owner_id.
@@ -34,6 +36,7 @@ from bank.domain.identity import Principal, Role
 
 LEDGER = "/peoplesbank.ledger.v1.LedgerService/"
 APPROVALS = "/peoplesbank.approvals.v1.ApprovalService/"
+AUDIT = "/peoplesbank.audit.v1.AuditService/"
 
 
 class Directory(Protocol):
@@ -112,6 +115,8 @@ POLICY: dict[str, Rule] = {
     APPROVALS + "GetApproval": Rule(frozenset({Role.TELLER, Role.LOAN_OFFICER, Role.APPROVER,
                                                Role.REGULATOR, Role.AUDITOR})),
     APPROVALS + "ApproveOperation": Rule(frozenset({Role.APPROVER})),
+    AUDIT + "GetCheckpoint": Rule(frozenset({Role.REGULATOR, Role.AUDITOR, Role.OPERATOR})),
+    AUDIT + "ExportBundle": Rule(frozenset({Role.REGULATOR, Role.AUDITOR})),
     APPROVALS + "RejectOperation": Rule(frozenset({Role.APPROVER})),
 }
 

@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from bank.adapters.clock import SystemClock
+from bank.adapters.keys import KeyRing
 from bank.adapters.sql import SqlUnitOfWork
 from bank.app.ports import Clock
 from bank.app.queries import account_owners, transfer_accounts
@@ -31,11 +32,14 @@ from bank.domain import limits
 from bank.domain.errors import LedgerError
 from bank.domain.identity import Principal
 from services.approvals import ApprovalServicer
+from services.audit import AuditServicer
 from services.auth import AuthInterceptor, CertificateResolver, Resolver, dev_header_resolver
 from services.generated.peoplesbank.approvals.v1 import approval_service_pb2 as approvals_pb
 from services.generated.peoplesbank.approvals.v1 import (
     approval_service_pb2_grpc as approvals_grpc,
 )
+from services.generated.peoplesbank.audit.v1 import audit_service_pb2 as audit_pb
+from services.generated.peoplesbank.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import CommitSignal, LedgerServicer
@@ -49,6 +53,8 @@ HEALTH_CHECK_INTERVAL_S = 5.0
 EXPIRY_INTERVAL_S = 1.0
 LEDGER_SERVICE = pb.DESCRIPTOR.services_by_name["LedgerService"].full_name
 APPROVAL_SERVICE = approvals_pb.DESCRIPTOR.services_by_name["ApprovalService"].full_name
+AUDIT_SERVICE = audit_pb.DESCRIPTOR.services_by_name["AuditService"].full_name
+DEFAULT_KEYS_DIR = "var/keys"
 
 SERVER_OPTIONS = [
     ("grpc.max_receive_message_length", limits.MESSAGE_BYTES_MAX),
@@ -114,7 +120,8 @@ def tls_credentials(pki_root: Path) -> tuple[grpc.ServerCredentials, Resolver]:
 def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
                  clock: Clock | None = None,
                  credentials: grpc.ServerCredentials | None = None,
-                 resolver: Resolver | None = None, background: bool = True) -> RunningServer:
+                 resolver: Resolver | None = None, background: bool = True,
+                 keys: KeyRing | None = None) -> RunningServer:
     """Build and start the server; returns it with the port actually bound.
 
     Without `credentials` the server is a development server: it only binds to loopback and
@@ -136,10 +143,13 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
     pb_grpc.add_LedgerServiceServicer_to_server(
         LedgerServicer(uow, clock, signal, stopping), server)
     approvals_grpc.add_ApprovalServiceServicer_to_server(ApprovalServicer(uow, clock), server)
+    audit_grpc.add_AuditServiceServicer_to_server(
+        AuditServicer(uow, clock, keys or KeyRing(Path(DEFAULT_KEYS_DIR))), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (LEDGER_SERVICE, APPROVAL_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        (LEDGER_SERVICE, APPROVAL_SERVICE, AUDIT_SERVICE, health.SERVICE_NAME,
+         reflection.SERVICE_NAME), server)
     address = f"{host}:{port}"
     bound = (server.add_secure_port(address, credentials) if credentials
              else server.add_insecure_port(address))
@@ -182,7 +192,7 @@ def _check_health(uow: SqlUnitOfWork, servicer: health.HealthServicer) -> None:
         status = health_pb2.HealthCheckResponse.SERVING
     except Exception:
         status = health_pb2.HealthCheckResponse.NOT_SERVING
-    for service in ("", LEDGER_SERVICE, APPROVAL_SERVICE):
+    for service in ("", LEDGER_SERVICE, APPROVAL_SERVICE, AUDIT_SERVICE):
         servicer.set(service, status)
 
 

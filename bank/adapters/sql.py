@@ -22,6 +22,7 @@ from sqlalchemy import (
     Engine,
     and_,
     bindparam,
+    case,
     create_engine,
     event,
     func,
@@ -446,6 +447,20 @@ class SqlLedger:
         rows = self.conn.execute(select(t.checkpoints).order_by(t.checkpoints.c.seq))
         return [StoredCheckpoint(r.seq, r.tree_size, bytes(r.root_hash), r.note, r.key_name,
                                  r.created_ns) for r in rows]
+
+    def audit_index_at(self, recorded_ns: int) -> int:
+        a = t.audit_log.c
+        return int(self.conn.execute(select(func.count()).select_from(t.audit_log)
+                                     .where(a.recorded_ns < recorded_ns)).scalar_one())
+
+    def posted_sums(self, upto_seq: int) -> list[tuple[str, int, int]]:
+        p = t.postings.c
+        debit = func.sum(case((p.side == "D", p.amount), else_=0))
+        credit = func.sum(case((p.side == "C", p.amount), else_=0))
+        rows = self.conn.execute(
+            select(p.currency, debit, credit).where(p.effect == "post", p.entry_seq <= upto_seq)
+            .group_by(p.currency).order_by(p.currency))
+        return [(r[0], int(r[1]), int(r[2])) for r in rows]
 
     def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         self.conn.execute(insert(t.checkpoints).values(

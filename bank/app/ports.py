@@ -116,6 +116,14 @@ class LedgerReader(Protocol):
 
     def checkpoints(self) -> list[StoredCheckpoint]: ...
 
+    def audit_index_at(self, recorded_ns: int) -> int:
+        """How many audit leaves were recorded before `recorded_ns`."""
+        ...
+
+    def posted_sums(self, upto_seq: int) -> list[tuple[str, int, int]]:
+        """(currency, posted debits, posted credits) over entries up to position `upto_seq`."""
+        ...
+
 
 class LedgerWriter(LedgerReader, Protocol):
     def lock_head(self) -> Head: ...

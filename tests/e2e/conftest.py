@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 
 from bank.adapters.clock import FixedClock
+from bank.adapters.keys import KeyRing
 from bank.adapters.sql import SqlUnitOfWork
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.server import RunningServer, start_server
@@ -36,8 +38,13 @@ class Client:
 
 
 @pytest.fixture
-def server(uow: SqlUnitOfWork, clock: FixedClock) -> Iterator[RunningServer]:
-    running = start_server(uow, port=0, clock=clock, background=False)
+def keys(tmp_path: Path) -> KeyRing:
+    return KeyRing(tmp_path / "keys")
+
+
+@pytest.fixture
+def server(uow: SqlUnitOfWork, clock: FixedClock, keys: KeyRing) -> Iterator[RunningServer]:
+    running = start_server(uow, port=0, clock=clock, background=False, keys=keys)
     yield running
     running.stop(grace_s=1)
 

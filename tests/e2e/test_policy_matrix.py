@@ -13,8 +13,9 @@ from sqlalchemy import select
 from bank.adapters import tables as t
 from bank.domain.identity import Role
 from services.generated.peoplesbank.approvals.v1 import approval_service_pb2 as apb
+from services.generated.peoplesbank.audit.v1 import audit_service_pb2 as aupb
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
-from services.policy import APPROVALS, LEDGER, POLICY
+from services.policy import APPROVALS, AUDIT, LEDGER, POLICY
 from tests.helpers import account, error_info, request_id, transfer
 
 ROLES = [r for r in Role if r is not Role.SYSTEM]
@@ -47,7 +48,10 @@ CALLS: dict[str, tuple[Any, Any]] = {
         request_id=request_id(), name="approvals/none"), apb.Approval),
     APPROVALS + "RejectOperation": (lambda: apb.RejectOperationRequest(
         request_id=request_id(), name="approvals/none"), apb.Approval),
+    AUDIT + "GetCheckpoint": (lambda: aupb.GetCheckpointRequest(), aupb.SignedCheckpoint),
+    AUDIT + "ExportBundle": (lambda: aupb.ExportBundleRequest(), aupb.BundleChunk),
 }
+STREAMING = {LEDGER + "WatchEntries", AUDIT + "ExportBundle"}
 
 
 def test_every_method_of_the_policy_is_in_this_matrix():
@@ -65,7 +69,7 @@ def _seed(ledger: Any) -> None:
 
 def _call(channel: grpc.Channel, method: str, principal: str) -> grpc.StatusCode:
     make, response_cls = CALLS[method]
-    streaming = method.endswith("WatchEntries")
+    streaming = method in STREAMING
     kind = channel.unary_stream if streaming else channel.unary_unary
     call = kind(method, request_serializer=lambda m: m.SerializeToString(),
                 response_deserializer=response_cls.FromString)
