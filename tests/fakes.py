@@ -12,28 +12,34 @@ All stored values are frozen dataclasses, so a shallow copy of each dict is a fu
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-from bank.app.ports import AccountFilter, AuditLeaf, Head, StoredRequest
-from bank.domain.accounts import Account, AccountStatus, Totals
+from bank.app.ports import AccountFilter, AuditLeaf, Head, StoredCheckpoint, StoredRequest
+from bank.domain.accounts import Account, AccountStatus, Side, Totals
+from bank.domain.approvals import Approval, Decision
 from bank.domain.entries import Effect, JournalEntry, Posting, TransferKind
 
 
 @dataclass
 class _State:
-    head: Head = Head(next_seq=1, last_recorded_ns=0, audit_size=0)
+    head: Head = field(default_factory=lambda: Head(next_seq=1, last_recorded_ns=0,
+                                                    audit_size=0))
     accounts: dict[str, Account] = field(default_factory=dict)
     entries: dict[int, JournalEntry] = field(default_factory=dict)  # by position
     by_transfer_id: dict[str, JournalEntry] = field(default_factory=dict)
     requests: dict[str, StoredRequest] = field(default_factory=dict)
     audit: list[AuditLeaf] = field(default_factory=list)
+    approvals: dict[str, Approval] = field(default_factory=dict)
+    decisions: dict[str, Decision] = field(default_factory=dict)
+    checkpoints: list[StoredCheckpoint] = field(default_factory=list)
 
     def snapshot(self) -> _State:
         return _State(
             self.head, dict(self.accounts), dict(self.entries), dict(self.by_transfer_id),
-            dict(self.requests), list(self.audit))
+            dict(self.requests), list(self.audit), dict(self.approvals), dict(self.decisions),
+            list(self.checkpoints))
 
 
 class InMemoryLedger:
@@ -66,6 +72,40 @@ class InMemoryLedger:
         for leaf in leaves:
             assert leaf.index == len(self.s.audit), "audit indices are dense"
             self.s.audit.append(leaf)
+
+    def iter_audit(self, start: int = 0, stop: int | None = None
+                   ) -> Generator[AuditLeaf, None, None]:
+        yield from self.s.audit[start:stop]
+
+    def audit_index_at(self, recorded_ns: int) -> int:
+        return sum(1 for leaf in self.s.audit if leaf.recorded_ns < recorded_ns)
+
+    def checkpoints(self) -> list[StoredCheckpoint]:
+        return sorted(self.s.checkpoints, key=lambda c: c.seq)
+
+    def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        assert all(c.seq != checkpoint.seq for c in self.s.checkpoints), "checkpoints append"
+        self.s.checkpoints.append(checkpoint)
+
+    # -- approvals (maker-checker) ------------------------------------------------------------
+    def get_approval(self, approval_id: str) -> tuple[Approval, Decision | None] | None:
+        approval = self.s.approvals.get(approval_id)
+        return (approval, self.s.decisions.get(approval_id)) if approval else None
+
+    def list_approvals(self, before_created_ns: int, limit: int
+                       ) -> list[tuple[Approval, Decision | None]]:
+        newest_first = sorted(self.s.approvals.values(), key=lambda a: -a.created_ns)
+        return [(a, self.s.decisions.get(a.approval_id)) for a in newest_first
+                if a.created_ns < before_created_ns][:limit]
+
+    def insert_approval(self, approval: Approval) -> None:
+        assert approval.approval_id not in self.s.approvals, "approvals are append-only"
+        self.s.approvals[approval.approval_id] = approval
+
+    def insert_decision(self, decision: Decision) -> None:
+        assert decision.approval_id in self.s.approvals, "a decision needs its approval"
+        assert decision.approval_id not in self.s.decisions, "an approval is decided once"
+        self.s.decisions[decision.approval_id] = decision
 
     # -- accounts -------------------------------------------------------------------------------
     def get_account(self, account_id: str) -> Account | None:
@@ -130,6 +170,16 @@ class InMemoryLedger:
     def iter_postings(self) -> Iterator[Posting]:
         for e in self._ordered():
             yield from e.postings
+
+    def iter_entries(self) -> Iterator[JournalEntry]:
+        yield from self._ordered()
+
+    def posted_sums(self, upto_seq: int) -> list[tuple[str, int, int]]:
+        sums: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        for p in self.iter_postings():
+            if p.effect is Effect.POST and p.entry_seq <= upto_seq:
+                sums[p.currency][0 if p.side is Side.DEBIT else 1] += p.amount
+        return [(c, d, k) for c, (d, k) in sorted(sums.items())]
 
     def statement(self, account_id: str, after_seq: int, after_index: int, limit: int,
                   from_ns: int | None, to_ns: int | None) -> list[tuple[Posting, JournalEntry]]:

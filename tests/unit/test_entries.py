@@ -118,21 +118,21 @@ def test_a_client_cannot_ask_for_an_expiry():
 
 
 @pytest.mark.parametrize("kind", [TransferKind.POST_PENDING, TransferKind.VOID_PENDING])
-def test_posting_or_voiding_a_hold_requires_the_pending_transfer_id(kind):
-    assert fields([TransferSpec("t1", kind)]) == ["transfers[0].pending_transfer_id"]
+def test_posting_or_voiding_a_hold_requires_the_pending_transfer(kind):
+    assert fields([TransferSpec("t1", kind)]) == ["transfers[0].pending_transfer"]
 
 
-def test_a_pending_transfer_id_is_refused_on_a_posted_transfer():
-    assert fields([posted(pending_id="h1")]) == ["transfers[0].pending_transfer_id"]
+def test_a_pending_transfer_is_refused_on_a_posted_transfer():
+    assert fields([posted(pending_id="h1")]) == ["transfers[0].pending_transfer"]
 
 
 def test_a_reversal_requires_the_id_of_what_it_reverses():
     assert fields([TransferSpec("r1", TransferKind.REVERSAL)]) == [
-        "transfers[0].reverses_transfer_id"]
+        "transfers[0].reverses_transfer"]
 
 
 def test_a_reverses_id_is_refused_on_anything_but_a_reversal():
-    assert fields([posted(reverses_id="t0")]) == ["transfers[0].reverses_transfer_id"]
+    assert fields([posted(reverses_id="t0")]) == ["transfers[0].reverses_transfer"]
 
 
 def test_a_timeout_is_only_allowed_on_a_pending_transfer():
@@ -158,7 +158,7 @@ def test_every_violation_of_a_batch_is_reported_in_request_order():
         "transfers[1].postings[1].amount",
         "transfers[1].postings[1].account",
         "transfers[2].postings",
-        "transfers[2].reverses_transfer_id",
+        "transfers[2].reverses_transfer",
         "transfers[2].linked",
     ]
 
@@ -166,7 +166,7 @@ def test_every_violation_of_a_batch_is_reported_in_request_order():
 def test_the_error_message_names_the_first_violation_and_counts_the_rest():
     with pytest.raises(InvalidArgument) as caught:
         validate_specs([posted(timeout_seconds=5, pending_id="h")])
-    assert caught.value.message.startswith("transfers[0].pending_transfer_id:")
+    assert caught.value.message.startswith("transfers[0].pending_transfer:")
     assert caught.value.message.endswith("(and 1 more)")
 
 

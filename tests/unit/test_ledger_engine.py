@@ -246,9 +246,10 @@ def test_posting_a_hold_in_full_moves_its_amount_to_posted_and_releases_it(book)
     entry = book.ok(post("p1", "h1"))
     assert book.totals("alice") == Totals(debits_posted=400, credits_posted=1000)
     assert book.totals("shop") == Totals(credits_posted=400)
+    # The reservation is released before the amount is posted.
     assert [(p.account_id, p.side, p.amount, p.effect) for p in entry.postings] == [
-        ("alice", D, 400, Effect.POST), ("shop", C, 400, Effect.POST),
-        ("alice", D, 400, Effect.RELEASE), ("shop", C, 400, Effect.RELEASE)]
+        ("alice", D, 400, Effect.RELEASE), ("shop", C, 400, Effect.RELEASE),
+        ("alice", D, 400, Effect.POST), ("shop", C, 400, Effect.POST)]
     assert entry.pending_id == "h1"
 
 
@@ -343,30 +344,31 @@ def test_posting_an_unknown_hold_is_not_found(book):
     assert outcome.error.reason == "PENDING_TRANSFER_NOT_FOUND"
 
 
-BUG_LIMIT_PER_LINE = (
-    "bank/domain/ledger.py BatchPosting._record checks the balance limit after each line, so "
-    "while a hold is posted its amount counts twice (posted and still pending): posting a hold "
-    "of more than half the funds of a no-overdraft account is refused with EXCEEDS_CREDITS")
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_LIMIT_PER_LINE)
 def test_a_hold_of_all_the_funds_of_a_no_overdraft_account_can_be_posted_in_full(book):
     book.ok(hold("h1", "alice", "shop", 1000))
     book.ok(post("p1", "h1"))
     assert book.totals("alice") == Totals(debits_posted=1000, credits_posted=1000)
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_LIMIT_PER_LINE)
 def test_a_hold_of_most_of_the_funds_of_a_no_overdraft_account_can_be_posted_for_less(book):
     book.ok(hold("h1", "alice", "shop", 800))
     book.ok(post("p1", "h1", *lines(("alice", D, 700), ("shop", C, 700))))
     assert book.totals("alice") == Totals(debits_posted=700, credits_posted=1000)
 
 
-def test_a_hold_of_at_most_half_the_funds_of_a_no_overdraft_account_can_be_posted(book):
-    book.ok(hold("h1", "alice", "shop", 500))
+def test_posting_a_hold_counts_its_amount_once_not_as_both_pending_and_posted(book):
+    book.ok(hold("h1", "alice", "shop", 600))
+    book.ok(hold("h2", "alice", "shop", 400))  # all 1000 now reserved
     book.ok(post("p1", "h1"))
-    assert book.totals("alice") == Totals(debits_posted=500, credits_posted=1000)
+    book.ok(post("p2", "h2", *lines(("alice", D, 1), ("shop", C, 1))))
+    assert book.totals("alice") == Totals(debits_posted=601, credits_posted=1000)
+
+
+def test_a_hold_against_an_account_that_must_not_go_into_credit_can_be_posted_in_full(book):
+    book.ok(move("lend", "loan", "shop", 500))
+    book.ok(hold("repay", "shop", "loan", 500))
+    book.ok(post("p1", "repay"))
+    assert book.totals("loan") == Totals(debits_posted=500, credits_posted=500)
 
 
 # -- reversals ------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from typing import Any
@@ -11,6 +12,7 @@ import pytest
 from bank.adapters.clock import FixedClock
 from bank.app import unit
 from bank.app.accounts import AccountSpec, BatchResult, close_account, create_accounts
+from bank.app.approvals import approve
 from bank.app.queries import entries_after, get_account, get_transfer, trial_balance
 from bank.app.transfers import create_transfers, expire_holds
 from bank.domain.accounts import AccountStatus, AccountType, OwnerKind, Side, Totals
@@ -23,6 +25,7 @@ from bank.domain.errors import (
     InvariantViolation,
     LedgerError,
     NotFound,
+    PermissionDenied,
 )
 from bank.domain.identity import SYSTEM, Principal, Role
 from tests.fakes import InMemoryLedger, InMemoryUnitOfWork
@@ -77,9 +80,10 @@ class Bank:
         return len(entries_after(self.uow, 0, 1000))
 
     def snapshot(self) -> tuple[Any, ...]:
-        """Everything stored: head, accounts, entries, requests and audit leaves."""
+        """Everything stored: head, accounts, entries, requests, audit leaves, approvals."""
         s = self.uow.state
-        return (s.head, dict(s.accounts), dict(s.entries), dict(s.requests), list(s.audit))
+        return (s.head, dict(s.accounts), dict(s.entries), dict(s.requests), list(s.audit),
+                dict(s.approvals), dict(s.decisions))
 
 
 def reasons(result: BatchResult) -> list[str | None]:
@@ -304,13 +308,16 @@ def test_expire_holds_releases_expired_holds_only(bank):
     bank.ok("h", hold("short", "alice", "shop", 100, timeout_seconds=60),
             hold("long", "alice", "shop", 200, timeout_seconds=3600),
             hold("forever", "alice", "shop", 300),
-            hold("done", "alice", "shop", 50, timeout_seconds=60))
+            hold("done", "alice", "shop", 50, timeout_seconds=60),
+            hold("short2", "alice", "shop", 10, timeout_seconds=30))
     bank.ok("p", post("p-done", "done"))
     bank.clock.advance(61)
     result = bank.expire("sweep-1")
-    short_seq = get_transfer(bank.uow, "short").entry.seq
-    assert [(i.entity_id, i.error) for i in result.items] == [(f"expire:{short_seq}", None)]
-    assert get_transfer(bank.uow, "short").state is TransferState.PENDING_EXPIRED
+    seqs = [get_transfer(bank.uow, tid).entry.seq for tid in ("short", "short2")]
+    assert [(i.entity_id, i.error) for i in result.items] == [
+        (f"expire:{seq}", None) for seq in seqs]
+    for tid in ("short", "short2"):
+        assert get_transfer(bank.uow, tid).state is TransferState.PENDING_EXPIRED
     for tid in ("long", "forever"):
         assert get_transfer(bank.uow, tid).state is TransferState.PENDING
     assert bank.totals("alice") == Totals(debits_posted=50, credits_posted=1000,
@@ -454,10 +461,8 @@ def test_every_mutating_request_adds_exactly_one_audit_leaf_even_when_it_fails(b
     ]
     for step in steps:
         before = bank.audit_size()
-        try:
+        with contextlib.suppress(FailedPrecondition, NotFound):
             step()
-        except (FailedPrecondition, NotFound):
-            pass
         assert bank.audit_size() == before + 1
         assert len(bank.uow.state.audit) == bank.audit_size()
 
@@ -503,3 +508,27 @@ def test_a_stored_error_is_rebuilt_with_its_kind_reason_and_metadata():
     error = NotFound("ACCOUNT_NOT_FOUND", "no account 'x'", metadata={"account_id": "x"})
     rebuilt = LedgerError.from_record(json.loads(json.dumps(error.to_record())))
     assert type(rebuilt) is NotFound and rebuilt.to_record() == error.to_record()
+
+
+# -- maker-checker (through the fake's approval storage) ------------------------------------------
+
+def test_a_large_transfer_waits_for_a_second_approver_and_changes_no_balance(bank):
+    before = bank.snapshot()
+    result = bank.transfer("big", move("big", "cash", "shop", 10**7))
+    assert reasons(result) == ["APPROVAL_REQUIRED"] and result.approval_id
+    assert bank.snapshot()[1:3] == before[1:3]
+    assert bank.audit_size() == before[0].audit_size + 1
+
+
+def test_an_approved_transfer_runs_once_and_the_maker_cannot_approve_it(bank):
+    approval_id = bank.transfer("big", move("big", "cash", "shop", 10**7)).approval_id
+    with pytest.raises(PermissionDenied):
+        approve(bank.uow, bank.clock, Principal(TELLER.subject, Role.APPROVER), "a0",
+                approval_id)
+    approver = Principal("abe", Role.APPROVER)
+    approve(bank.uow, bank.clock, approver, "a1", approval_id)
+    assert bank.totals("shop").credits_posted == 10**7
+    with pytest.raises(FailedPrecondition) as caught:
+        approve(bank.uow, bank.clock, approver, "a2", approval_id)
+    assert caught.value.reason == "APPROVAL_ALREADY_DECIDED"
+    assert bank.totals("shop").credits_posted == 10**7
