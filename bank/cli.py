@@ -13,7 +13,8 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -31,17 +32,32 @@ class UserError(Exception):
 
 def database_url(args: argparse.Namespace) -> str:
     url: str = args.database_url or os.environ.get("BANK_DATABASE_URL") or DEFAULT_DATABASE_URL
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return url
+
+
+def _with_folder(url: str) -> str:
+    """Create an SQLite database's folder; name psycopg 3 as the PostgreSQL driver."""
+    if url.startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot create the folder of {path}: {error.strerror}") from None
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     return url
 
 
-def _engine(args: argparse.Namespace) -> Any:
+@contextmanager
+def _engine(args: argparse.Namespace) -> Iterator[Any]:
+    """An engine for the command's database, disposed of when the command ends."""
     from bank.adapters.sql import make_engine
 
-    return make_engine(database_url(args))
+    engine = make_engine(_with_folder(database_url(args)))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 # -- server-side commands -------------------------------------------------------------------------
@@ -49,10 +65,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bank.adapters import migrate
     from bank.adapters.clock import SystemClock
     from bank.adapters.keys import KeyRing
-    from bank.adapters.sql import SqlUnitOfWork
+    from bank.adapters.sql import SqlUnitOfWork, make_engine
+    from bank.settings import SettingsError, load, redact
+    from services.observability import configure_logging
     from services.server import start_server
 
-    engine = _engine(args)
+    try:
+        settings = load(args.config, overrides={
+            "database_url": database_url(args) if args.database_url else None,
+            "host": args.host, "port": args.port, "metrics_port": args.metrics_port,
+            "pki_dir": args.pki_dir, "keys_dir": args.keys_dir,
+            "log_format": args.log_format, "plaintext_dev": args.plaintext_dev or None})
+    except SettingsError as error:
+        raise UserError(str(error)) from None
+    configure_logging(settings.log_level, settings.log_format)
+    engine = make_engine(_with_folder(settings.effective_database_url))
     if args.no_migrate:
         if migrate.current_revision(engine) != migrate.head_revision(engine):
             raise UserError("the database schema is not current: run `bank db upgrade`")
@@ -62,28 +89,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.demo:
         _seed(uow)
     credentials, resolver = None, None
-    if not args.plaintext_dev:
-        credentials, resolver = _tls(Path(args.pki_dir))
-    running = start_server(uow, host=args.host, port=args.port, clock=SystemClock(),
+    if not settings.plaintext_dev:
+        credentials, resolver = _tls(Path(settings.pki_dir))
+    metrics = (settings.metrics_host, settings.metrics_port) if settings.metrics_port else None
+    running = start_server(uow, host=settings.host, port=settings.port, clock=SystemClock(),
                            credentials=credentials, resolver=resolver,
-                           keys=KeyRing(Path(args.keys_dir)))
-    address = f"{args.host}:{running.port}"
+                           keys=KeyRing(Path(settings.keys_dir)), metrics_address=metrics)
+    address = f"{settings.host}:{running.port}"
     flags = "" if address == DEFAULT_SERVER else f" --server {address}"
-    if args.plaintext_dev:
+    if settings.plaintext_dev:
         flags += " --plaintext-dev --as 'you;teller'"
-    print(f"People's Bank ledger serving on {address} "
-          f"(database {engine.url.render_as_string(hide_password=True)})")
-    if args.plaintext_dev:
+    print(f"People's Bank ledger serving on {address} (database {redact(settings.database_url)})")
+    if metrics:
+        print(f"Prometheus metrics on http://{settings.metrics_host}:{running.metrics_port}/metrics")
+    if settings.plaintext_dev:
         print("DEVELOPMENT PLAINTEXT on loopback: callers name themselves with the "
               "x-bank-principal header (subject;role[;scope]).")
     else:
-        print(f"mTLS: client certificates from the CA in {args.pki_dir}/ca.pem; demo "
-              f"identities in {args.pki_dir}/clients/ ({', '.join(DEMO_NAMES)}).")
+        print(f"mTLS: client certificates from the CA in {settings.pki_dir}/ca.pem; demo "
+              f"identities in {settings.pki_dir}/clients/ ({', '.join(DEMO_NAMES)}).")
     print("Try, in another terminal:")
     print(f"  .venv/bin/bank{flags} account list")
     print(f"  .venv/bin/bank{flags} statement council-preston-capital")
     print(f"  .venv/bin/bank{flags} transfer m-0002-deposit m-0003-deposit 12.50")
-    if not args.plaintext_dev:
+    if not settings.plaintext_dev:
         print(f"  .venv/bin/bank{flags} --as regulator trial-balance")
     print("Press Ctrl-C to stop.", flush=True)
     stop = {"requested": False}
@@ -96,6 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     running.wait()
+    engine.dispose()
     print("stopped.")
     return 0
 
@@ -127,34 +157,32 @@ def _seed(uow: Any) -> None:
 def cmd_db(args: argparse.Namespace) -> int:
     from bank.adapters import migrate
 
-    engine = _engine(args)
-    if args.db_command == "upgrade":
-        before = migrate.current_revision(engine)
-        migrate.upgrade(engine)
-        print(f"database at revision {migrate.current_revision(engine)} (was {before or 'empty'})")
-    else:
+    with _engine(args) as engine:
+        if args.db_command == "upgrade":
+            before = migrate.current_revision(engine)
+            migrate.upgrade(engine)
+            print(f"database at revision {migrate.current_revision(engine)} "
+                  f"(was {before or 'empty'})")
+            return 0
         current, head = migrate.current_revision(engine), migrate.head_revision(engine)
         print(f"current {current or 'empty'}, latest {head}"
               + ("" if current == head else ": run `bank db upgrade`"))
         return 0 if current == head else 1
-    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from bank.adapters import migrate
     from bank.adapters.sql import SqlUnitOfWork
 
-    engine = _engine(args)
-    migrate.upgrade(engine)
-    _seed(SqlUnitOfWork(engine))
+    with _engine(args) as engine:
+        migrate.upgrade(engine)
+        _seed(SqlUnitOfWork(engine))
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from bank.adapters.clock import SystemClock
     from bank.adapters.keys import KeyRing
     from bank.adapters.sql import SqlUnitOfWork
-    from bank.app.audit import sign_checkpoint, verify_audit
 
     ring = KeyRing(Path(args.keys_dir))
     if args.audit_command == "rotate-key":
@@ -166,7 +194,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
         for verifier in ring.verifiers():
             print(verifier.encode())
         return 0
-    uow = SqlUnitOfWork(_engine(args))
+    with _engine(args) as engine:
+        return _audit_on_database(args, SqlUnitOfWork(engine), ring)
+
+
+def _audit_on_database(args: argparse.Namespace, uow: Any, ring: Any) -> int:
+    from bank.adapters.clock import SystemClock
+    from bank.app.audit import sign_checkpoint, verify_audit
+
     if args.audit_command == "export":
         return _export(args, uow, ring)
     if args.audit_command == "sign":
@@ -236,8 +271,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     from bank.adapters.sql import SqlUnitOfWork
     from bank.app.check import check_ledger
 
-    report = check_ledger(SqlUnitOfWork(_engine(args)),
-                          progress=lambda n: print(f"  checked {n} postings", flush=True))
+    with _engine(args) as engine:
+        report = check_ledger(SqlUnitOfWork(engine),
+                              progress=lambda n: print(f"  checked {n} postings", flush=True))
     for problem in report.problems:
         print(f"PROBLEM: {problem}")
     print(f"checked {report.accounts} accounts and {report.postings} postings: "
@@ -249,6 +285,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def parse_amount(text: str, currency: str) -> tuple[int, int]:
     """'12.50' -> (units, nanos) for google.type.Money; refuses more decimals than the currency."""
     from bank.domain.currency import EXPONENTS
+    from bank.domain.limits import AMOUNT_MINOR_MAX
 
     if currency not in EXPONENTS:
         raise UserError(f"unknown currency {currency!r}")
@@ -260,6 +297,8 @@ def parse_amount(text: str, currency: str) -> tuple[int, int]:
         raise UserError(f"the amount must be a positive number, not {text!r}")
     if -value.as_tuple().exponent > EXPONENTS[currency]:  # type: ignore[operator]
         raise UserError(f"{currency} has {EXPONENTS[currency]} decimal places: {text!r}")
+    if value * 10 ** EXPONENTS[currency] > AMOUNT_MINOR_MAX:
+        raise UserError(f"the amount must be at most {AMOUNT_MINOR_MAX} minor units of {currency}")
     units = int(value)
     nanos = int((value - units) * 1_000_000_000)
     return units, nanos
@@ -312,11 +351,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the gRPC server")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=50051)
+    serve.add_argument("--config", help="a TOML settings file (see bank/settings.py)")
+    serve.add_argument("--host", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default 50051)")
+    serve.add_argument("--metrics-port", type=int,
+                       help="Prometheus metrics port on 127.0.0.1 (default 9464; 0 turns off)")
+    serve.add_argument("--log-format", choices=["json", "text"],
+                       help="log format (default json)")
     serve.add_argument("--demo", action="store_true", help="seed demo data first (idempotent)")
-    serve.add_argument("--keys-dir", default=os.environ.get("BANK_KEYS_DIR", DEFAULT_KEYS_DIR),
-                       help=f"checkpoint signing keys (default {DEFAULT_KEYS_DIR})")
+    serve.add_argument("--keys-dir", help=f"checkpoint signing keys (default {DEFAULT_KEYS_DIR})")
     serve.add_argument("--no-migrate", action="store_true",
                        help="only check that migrations are applied, do not apply them")
 

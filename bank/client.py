@@ -101,6 +101,11 @@ def cmd_account_show(args: argparse.Namespace) -> int:
 
 def cmd_account_open(args: argparse.Namespace) -> int:
     kind, _, owner = args.owner.partition(":")
+    if f"OWNER_KIND_{kind.upper()}" not in pb.OwnerKind.keys() or not kind or not owner:  # noqa: SIM118 (an EnumTypeWrapper is not a dict)
+        from bank.cli import UserError
+
+        raise UserError(f"--owner must be kind:id with kind bank, member, council or pool, "
+                        f"not {args.owner!r}")
     account = pb.Account(
         account_id=args.account_id, currency_code=args.currency,
         type=pb.AccountType.Value(f"ACCOUNT_TYPE_{args.type.upper()}"), code=args.code,

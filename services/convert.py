@@ -17,6 +17,7 @@ from google.type import date_pb2, money_pb2
 
 from bank.app.accounts import AccountSpec
 from bank.app.queries import StatementLine, TransferView, TrialBalanceRow
+from bank.app.transfers import RESERVED_TRANSFER_PREFIX
 from bank.domain import limits
 from bank.domain.accounts import Account, AccountStatus, AccountType, OwnerKind, Side, Totals
 from bank.domain.currency import is_known
@@ -265,6 +266,9 @@ def transfer_spec_in(t: pb.TransferInput, path: str, v: ViolationCollector,
                      today: date) -> TransferSpec | None:
     before = len(v.violations)
     check_id(t.transfer_id, f"{path}.transfer_id", v)
+    if t.transfer_id.startswith(RESERVED_TRANSFER_PREFIX):
+        v.add(f"{path}.transfer_id", f"ids starting with {RESERVED_TRANSFER_PREFIX!r} are "
+              "reserved for the server")
     kind = _KIND_IN.get(t.kind)
     if kind is None:
         v.add(f"{path}.kind", "is required: POSTED, PENDING, POST_PENDING, VOID_PENDING or "

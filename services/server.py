@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -43,6 +44,7 @@ from services.generated.peoplesbank.audit.v1 import audit_service_pb2_grpc as au
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
 from services.ledger import CommitSignal, LedgerServicer
+from services.observability import LedgerCollector, Metrics, ObservabilityInterceptor
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +75,21 @@ class RunningServer:
     port: int
     stopping: threading.Event
     threads: list[threading.Thread]
+    metrics: Metrics
+    metrics_server: Any = None
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics_server.server_port if self.metrics_server else None
 
     def stop(self, grace_s: float = GRACE_PERIOD_S) -> None:
         """Refuse new calls, let in-flight ones finish within `grace_s`, stop background work."""
         self.stopping.set()
         self.server.stop(grace_s).wait()
+        self.metrics.close()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
         for thread in self.threads:
             thread.join(timeout=grace_s)
 
@@ -121,7 +133,8 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
                  clock: Clock | None = None,
                  credentials: grpc.ServerCredentials | None = None,
                  resolver: Resolver | None = None, background: bool = True,
-                 keys: KeyRing | None = None) -> RunningServer:
+                 keys: KeyRing | None = None, metrics: Metrics | None = None,
+                 metrics_address: tuple[str, int] | None = None) -> RunningServer:
     """Build and start the server; returns it with the port actually bound.
 
     Without `credentials` the server is a development server: it only binds to loopback and
@@ -136,9 +149,11 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
         record_denial(uow, clock, principal, method, error.reason)
 
     interceptor = AuthInterceptor(resolver or dev_header_resolver, UowDirectory(uow), on_denied)
+    metrics = metrics or Metrics()
+    metrics.registry.register(LedgerCollector(uow, uow.engine, clock.now_ns))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=WORKERS_MAX, thread_name_prefix="rpc"),
-        interceptors=[interceptor],
+        interceptors=[ObservabilityInterceptor(metrics), interceptor],
         options=SERVER_OPTIONS, maximum_concurrent_rpcs=CONCURRENT_RPCS_MAX)
     pb_grpc.add_LedgerServiceServicer_to_server(
         LedgerServicer(uow, clock, signal, stopping), server)
@@ -156,6 +171,7 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
     if bound == 0:
         raise OSError(f"could not bind {address}")
     server.start()
+    metrics_server = metrics.serve(*metrics_address) if metrics_address else None
     threads = []
     if background:
         threads = [
@@ -166,7 +182,7 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
         ]
     else:
         _check_health(uow, health_servicer)
-    return RunningServer(server, bound, stopping, threads)
+    return RunningServer(server, bound, stopping, threads, metrics, metrics_server)
 
 
 def _loop(name: str, interval_s: float, stopping: threading.Event,

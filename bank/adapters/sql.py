@@ -88,6 +88,10 @@ class SqlUnitOfWork:
     def write(self, timeout_s: float | None = None) -> Iterator[SqlLedger]:
         with _translated(), self.engine.connect() as conn:
             conn = conn.execution_options(bank_write=True)
+            if not self.is_postgres:  # wait for SQLite's write lock no longer than the caller
+                ms = int(max(timeout_s, 0.001) * 1000) if timeout_s is not None else 30_000
+                conn.connection.dbapi_connection.execute(  # type: ignore[union-attr]
+                    f"PRAGMA busy_timeout = {ms}")
             with conn.begin():
                 self._set_timeout(conn, timeout_s)
                 yield SqlLedger(conn, self.is_postgres)

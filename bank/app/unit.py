@@ -27,6 +27,7 @@ from bank.domain.entries import canonical_hash
 from bank.domain.errors import (
     Aborted,
     AlreadyExists,
+    DeadlineExceeded,
     FailedPrecondition,
     LedgerError,
     NotFound,
@@ -44,6 +45,8 @@ R = TypeVar("R", bound=Result)
 
 log = logging.getLogger(__name__)
 RETRIES_MAX = 5
+# Called with the command's method on every retry (the gRPC edge counts them as a metric).
+RETRY_OBSERVERS: list[Callable[[str], None]] = []
 RETRY_BACKOFF_S = 0.005
 
 # Failures that are the request's fault against current state: recorded, replayed as failures.
@@ -89,20 +92,24 @@ def run_command(uow: UnitOfWork, clock: Clock, command: Command, handler: Handle
     Raises the handler's business error (also on replay), `AlreadyExists` with reason
     REQUEST_ID_REUSED for a conflicting replay, or whatever the storage raises.
     """
+    deadline = time.monotonic() + timeout_s if timeout_s is not None else None
     for attempt in range(1, RETRIES_MAX + 1):
         try:
-            return _run_once(uow, clock, command, handler, decode, timeout_s)
+            return _run_once(uow, clock, command, handler, decode, timeout_s, deadline)
         except Aborted:
             if attempt == RETRIES_MAX:
                 raise
             log.warning("retrying %s %s after a concurrency conflict (attempt %d)",
                         command.method, command.request_id, attempt)
+            for observer in RETRY_OBSERVERS:
+                observer(command.method)
             time.sleep(RETRY_BACKOFF_S * 2**attempt)
     raise AssertionError("unreachable")
 
 
 def _run_once(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[R],
-              decode: Callable[[dict[str, Any]], R], timeout_s: float | None) -> R:
+              decode: Callable[[dict[str, Any]], R], timeout_s: float | None,
+              deadline: float | None) -> R:
     fingerprint = command.fingerprint()
     with uow.write(timeout_s) as tx:
         head = tx.lock_head()
@@ -126,6 +133,12 @@ def _run_once(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[
         tx.save_request(StoredRequest(command.request_id, command.method, fingerprint,
                                       outcome_json, now_ns))
         tx.save_head(head)
+        if deadline is not None and time.monotonic() > deadline:
+            # The caller has given up: roll back rather than commit behind its back. (A commit
+            # can still land in the instant after this check: DEADLINE_EXCEEDED means "outcome
+            # unknown, retry with the same request_id".)
+            raise DeadlineExceeded("DEADLINE_EXCEEDED", "the deadline passed before the change "
+                                   "could commit; nothing was changed")
     if error is not None:
         raise error
     assert result is not None

@@ -87,14 +87,15 @@ def ns_of(ts: timestamp_pb2.Timestamp) -> int:
 
 
 # -- the change feed ------------------------------------------------------------------------------
-def feed_now(ledger: Any, after: int = 0, quiet_s: float = FEED_QUIET_S) -> list[int]:
+def feed_now(ledger: Any, after: int = 0, wait_s: float = FEED_QUIET_S) -> list[int]:
     """Positions in the change feed after `after`, as of now.
 
-    Reads until the feed has been quiet for `quiet_s` (the server sends what it has at once, up
-    to 1,000 per message; a short first message means it has sent everything).
+    The server sends what it has at once, up to 1,000 per message (a short message means it
+    has sent everything), then waits for more: `wait_s` bounds the wait for a first message, so
+    an empty answer only means "nothing arrived within `wait_s`".
     """
     call = ledger.WatchEntries(pb.WatchEntriesRequest(after_position=after, page_size=1000),
-                               timeout=quiet_s)
+                               timeout=wait_s)
     positions: list[int] = []
     try:
         for message in call:
@@ -130,11 +131,21 @@ def all_accounts(ledger: Any, **filters: Any) -> list[pb.Account]:
             return found
 
 
+def _moved(money: Any) -> bool:
+    return bool(money.units or money.nanos)
+
+
 def snapshot(ledger: Any) -> Snapshot:
     accounts = all_accounts(ledger)
-    # With no accounts there can be no transfers: skip the wait for a quiet feed.
-    return Snapshot(accounts, ledger.GetTrialBalance(pb.GetTrialBalanceRequest()),
-                    feed_now(ledger) if accounts else [])
+    positions: list[int] = []
+    if accounts:  # with no accounts there can be no transfers
+        # Money has moved, so the feed has transfers and answers at once: wait as long as it
+        # takes. Otherwise there are probably none: do not wait long for nothing.
+        moved = any(_moved(a.debits_posted) or _moved(a.credits_posted) or
+                    _moved(a.debits_pending) or _moved(a.credits_pending) for a in accounts)
+        positions = feed_now(ledger, wait_s=10.0 if moved else 0.5)
+        assert positions or not moved
+    return Snapshot(accounts, ledger.GetTrialBalance(pb.GetTrialBalanceRequest()), positions)
 
 
 def assert_unchanged(ledger: Any, before: Snapshot) -> None:

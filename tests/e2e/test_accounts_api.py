@@ -6,7 +6,6 @@ import base64
 import json
 
 import grpc
-import pytest
 
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
 from tests.e2e.support import (
@@ -72,16 +71,12 @@ def test_an_existing_id_with_a_different_definition_fails_only_that_item(ledger)
     assert item_reason(second.status) == "ACCOUNT_ID_REUSED"
     assert get(ledger, "alice") == before
     assert get(ledger, "carol").type == pb.ACCOUNT_TYPE_LIABILITY
-
-
-@pytest.mark.parametrize("change", [
-    {"currency": "EUR"}, {"owner": ("MEMBER", "m-2")}, {"no_overdraft": True},
-])
-def test_any_difference_in_definition_is_account_id_reused(ledger, change):
-    open_accounts(ledger, account("alice"))
-    result = _create(ledger, account("alice", **change)).results[0]
-    assert result.status.code == code(grpc.StatusCode.ALREADY_EXISTS)
-    assert item_reason(result.status) == "ACCOUNT_ID_REUSED"
+    for change in ({"currency": "EUR"}, {"owner": ("MEMBER", "m-2")}, {"no_overdraft": True},
+                   {"type_": "EQUITY"}, {"owner": ("POOL", "m-1")}):
+        result = _create(ledger, account("alice", **change)).results[0]
+        assert (result.status.code, item_reason(result.status)) == (
+            code(grpc.StatusCode.ALREADY_EXISTS), "ACCOUNT_ID_REUSED"), change
+    assert get(ledger, "alice") == before
 
 
 def test_the_same_id_twice_in_one_batch_with_different_definitions_fails_the_second(ledger):
@@ -117,51 +112,56 @@ def test_an_unknown_currency_names_its_item_and_opens_none_of_the_batch(ledger):
     assert all_accounts(ledger) == []
 
 
-@pytest.mark.parametrize("bad_id", ["has space", "slash/in", "-leading-dash", "x" * 65, "é"])
-def test_a_malformed_account_id_is_invalid_argument_naming_it(ledger, bad_id):
-    error = _refused_create(ledger, account(bad_id))
-    assert field_violations(error) == ["accounts[0].account_id"]
-
-
-def test_a_missing_type_is_invalid_argument_naming_it(ledger):
-    untyped = account("frank")
+def _untyped(account_id):
+    untyped = account(account_id)
     untyped.type = pb.ACCOUNT_TYPE_UNSPECIFIED
-    error = _refused_create(ledger, untyped)
-    assert field_violations(error) == ["accounts[0].type"]
+    return untyped
 
 
-@pytest.mark.parametrize("field, value", [
-    ("balance", gbp(100)), ("available_balance", gbp(1)), ("debits_posted", gbp(1)),
-    ("name", "accounts/gina"), ("state", pb.Account.STATE_CLOSED),
-])
-def test_an_output_only_field_set_by_the_client_is_refused_by_name(ledger, field, value):
+def _with(field, value):
     given = account("gina")
     if isinstance(value, dict):
         getattr(given, field).MergeFrom(pb.Account(balance=value).balance)
     else:
         setattr(given, field, value)
-    error = _refused_create(ledger, given)
-    assert field_violations(error) == [f"accounts[0].{field}"]
+    return given
 
 
-def test_every_violation_of_a_batch_is_reported_in_request_order(ledger):
-    untyped = account("h2")
-    untyped.type = pb.ACCOUNT_TYPE_UNSPECIFIED
-    error = _refused_create(ledger, account("h 1"), untyped, account("h3", currency="ZZZ"))
+def test_each_malformed_account_is_invalid_argument_naming_the_field(ledger):
+    cases = [(account(bad), "accounts[0].account_id")
+             for bad in ("has space", "slash/in", "-leading-dash", "x" * 65, "é", "")]
+    cases += [(_untyped("frank"), "accounts[0].type")]
+    cases += [(_with(field, value), f"accounts[0].{field}") for field, value in (
+        ("balance", gbp(100)), ("available_balance", gbp(1)), ("debits_posted", gbp(1)),
+        ("name", "accounts/gina"), ("state", pb.Account.STATE_CLOSED))]
+    for given, field in cases:
+        error = _refused_create(ledger, given)
+        assert field_violations(error) == [field], (given, field)
+    # Several at once: all reported, in request order.
+    error = _refused_create(ledger, account("h 1"), _untyped("h2"),
+                            account("h3", currency="ZZZ"))
     assert field_violations(error) == ["accounts[0].account_id", "accounts[1].type",
                                        "accounts[2].currency_code"]
+    for request, fields in ((pb.CreateAccountsRequest(request_id=request_id()), ["accounts"]),
+                            (pb.CreateAccountsRequest(accounts=[account("ok")]), ["request_id"])):
+        error = refused(lambda r=request: ledger.CreateAccounts(r))
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert field_violations(error) == fields
+    assert all_accounts(ledger) == []
 
 
-def test_a_batch_of_more_than_1000_accounts_is_resource_exhausted(ledger):
+def test_a_batch_of_more_than_1000_accounts_is_resource_exhausted_and_1000_is_fine(ledger):
     error = _refused_create(ledger, *(account(f"a{i}") for i in range(1_001)),
                             status=grpc.StatusCode.RESOURCE_EXHAUSTED)
     assert "accounts" in field_violations(error)
-
-
-def test_a_batch_of_exactly_1000_accounts_is_accepted(ledger):
     response = _create(ledger, *(account(f"a{i:04}") for i in range(1_000)))
     assert {r.status.code for r in response.results} == {OK}
     assert len(all_accounts(ledger)) == 1_000
+    default = _list(ledger)  # page_size 0 means 100
+    assert len(default.accounts) == 100 and default.next_page_token
+    assert default.accounts[-1].account_id == "a0099"
+    largest = _list(ledger, page_size=5_000)  # coerced down to 1,000: all of them, no more
+    assert len(largest.accounts) == 1_000 and largest.next_page_token == ""
 
 
 # -- GetAccount -----------------------------------------------------------------------------------
@@ -173,12 +173,12 @@ def test_an_unknown_account_is_not_found_with_reason_account_not_found(ledger):
     assert info.metadata["account_id"] == "nobody"
 
 
-@pytest.mark.parametrize("name", ["", "alice", "accounts/", "accounts/a b", "transfers/alice",
-                                  "accounts/alice/extra"])
-def test_a_malformed_account_name_is_invalid_argument(ledger, name):
-    error = refused(lambda: ledger.GetAccount(pb.GetAccountRequest(name=name)))
-    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violations(error) == ["name"]
+def test_a_malformed_account_name_is_invalid_argument(ledger):
+    for name in ("", "alice", "accounts/", "accounts/a b", "transfers/alice",
+                 "accounts/alice/extra"):
+        error = refused(lambda n=name: ledger.GetAccount(pb.GetAccountRequest(name=n)))
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, name
+        assert field_violations(error) == ["name"], name
 
 
 # -- ListAccounts ---------------------------------------------------------------------------------
@@ -199,14 +199,10 @@ def test_paging_by_two_returns_every_account_exactly_once_in_id_order(ledger):
         if not token:
             break
     assert pages == [["a1", "b2"], ["c3", "d4"], ["e5"]]
-
-
-def test_an_exact_multiple_of_the_page_size_ends_without_an_empty_page(ledger):
-    open_accounts(ledger, *(account(i) for i in ["a1", "b2", "c3", "d4"]))
-    first = _list(ledger, page_size=2)
-    second = _list(ledger, page_size=2, page_token=first.next_page_token)
-    assert [a.account_id for a in second.accounts] == ["c3", "d4"]
-    assert second.next_page_token == ""
+    everything = _list(ledger, page_size=1_000_000)  # coerced down, not refused
+    assert len(everything.accounts) == 5 and everything.next_page_token == ""
+    exact = _list(ledger, page_size=5)  # an exact fit ends without an empty page to follow
+    assert len(exact.accounts) == 5 and exact.next_page_token == ""
 
 
 def test_filters_select_accounts_and_paging_stays_within_them(ledger):
@@ -226,43 +222,39 @@ def test_filters_select_accounts_and_paging_stays_within_them(ledger):
         "bank1"]
 
 
-@pytest.mark.parametrize("changed", [
-    {"owner_kind": pb.OWNER_KIND_MEMBER}, {"currency_code": "EUR"}, {},
-])
-def test_a_page_token_reused_with_different_filters_is_invalid_argument(ledger, changed):
+def test_a_page_token_reused_with_different_filters_is_invalid_argument(ledger):
     open_accounts(ledger, *(account(i) for i in FIVE))
     first = _list(ledger, page_size=2, currency_code="GBP")
     assert first.next_page_token
-    error = refused(lambda: _list(ledger, page_size=2, page_token=first.next_page_token,
-                                  **changed))
-    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violations(error) == ["page_token"]
-
-
-def test_a_negative_page_size_is_invalid_argument(ledger):
-    error = refused(lambda: _list(ledger, page_size=-1))
-    assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violations(error) == ["page_size"]
+    for changed in ({"owner_kind": pb.OWNER_KIND_MEMBER}, {"currency_code": "EUR"}, {},
+                    {"currency_code": "GBP", "owner_id": "m-1"}):
+        error = refused(lambda c=changed: _list(ledger, page_size=2,
+                                                page_token=first.next_page_token, **c))
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, changed
+        assert field_violations(error) == ["page_token"], changed
+    same = _list(ledger, page_size=2, currency_code="GBP", page_token=first.next_page_token)
+    assert [a.account_id for a in same.accounts] == ["c3", "d4"]
 
 
 def _forged(body) -> str:
     return base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
 
 
-@pytest.mark.parametrize("token", [
-    "garbage!", "bm90IGpzb24", _forged([1, 2]), _forged({"q": "x"}), "A" * 600,
-])
-def test_a_page_token_not_issued_by_the_service_is_invalid_argument(ledger, token):
+def test_a_negative_page_size_or_a_token_not_issued_by_the_service_is_invalid_argument(ledger):
     open_accounts(ledger, account("a1"))
-    error = refused(lambda: _list(ledger, page_token=token))
+    error = refused(lambda: _list(ledger, page_size=-1))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT
-    assert field_violations(error) == ["page_token"]
-
-
-def test_a_page_size_above_the_maximum_is_coerced_not_refused(ledger):
-    open_accounts(ledger, *(account(i) for i in FIVE))
-    page = _list(ledger, page_size=1_000_000)
-    assert len(page.accounts) == 5 and page.next_page_token == ""
+    assert field_violations(error) == ["page_size"]
+    for token in ("garbage!", "bm90IGpzb24", _forged([1, 2]), _forged({"q": "x"}), "A" * 600):
+        error = refused(lambda t=token: _list(ledger, page_token=t))
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, token
+        assert field_violations(error) == ["page_token"], token
+    for bad_filter, field in (({"owner_kind": 99}, "owner_kind"),
+                              ({"currency_code": "XYZ"}, "currency_code"),
+                              ({"owner_id": "has space"}, "owner_id")):
+        error = refused(lambda f=bad_filter: _list(ledger, **f))
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, bad_filter
+        assert field_violations(error) == [field], bad_filter
 
 
 # -- CloseAccount ---------------------------------------------------------------------------------
@@ -316,14 +308,9 @@ def test_an_account_at_zero_closes_and_then_refuses_transfers(ledger):
     assert again.code() is grpc.StatusCode.FAILED_PRECONDITION
     assert error_info(again).reason == "ACCOUNT_ALREADY_CLOSED"
 
-
-def test_closing_an_unknown_account_is_not_found(ledger):
     error = refused(lambda: _close(ledger, "ghost"))
     assert error.code() is grpc.StatusCode.NOT_FOUND
     assert error_info(error).reason == "ACCOUNT_NOT_FOUND"
-
-
-def test_closing_with_a_malformed_name_or_request_id_is_invalid_argument(ledger):
     error = refused(lambda: ledger.CloseAccount(pb.CloseAccountRequest(request_id="bad id",
                                                                        name="alice")))
     assert error.code() is grpc.StatusCode.INVALID_ARGUMENT

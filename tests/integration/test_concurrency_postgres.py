@@ -400,7 +400,7 @@ class ServerProcesses:
             with log.open("wb") as out:
                 self.processes.append(subprocess.Popen(
                     [sys.executable, "-m", "bank.cli", "--database-url", self.url,
-                     "--plaintext-dev", "serve", "--port", str(port)],
+                     "--plaintext-dev", "serve", "--port", str(port), "--metrics-port", "0"],
                     cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL))
         self.channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for port in ports]
