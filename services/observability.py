@@ -106,10 +106,12 @@ class JsonFormatter(logging.Formatter):
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(), "logger": record.name,
             "message": record.getMessage()}
-        if request_id_var.get():
-            body["request_id"] = request_id_var.get()
-        if principal_var.get():
-            body["principal"] = principal_var.get()
+        request_id = getattr(record, "request_id", "") or request_id_var.get()
+        principal = getattr(record, "principal", "") or principal_var.get()
+        if request_id:
+            body["request_id"] = request_id
+        if principal:
+            body["principal"] = principal
         for key in ("rpc", "code", "duration_ms"):
             if hasattr(record, key):
                 body[key] = getattr(record, key)
@@ -177,7 +179,9 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             metrics.requests.labels(method, name).inc()
             metrics.latency.labels(method).observe(elapsed)
             log.info("rpc", extra={"rpc": method, "code": name,
-                                   "duration_ms": round(elapsed * 1000, 3)})
+                                   "duration_ms": round(elapsed * 1000, 3),
+                                   "request_id": request_id_var.get(),
+                                   "principal": principal_var.get()})
 
         if handler.unary_unary is not None:
             inner = handler.unary_unary
