@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -10,6 +11,8 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
+
+CAMT053_XSD = Path(__file__).resolve().parent / "data" / "iso20022" / "camt.053.001.08.xsd"
 
 
 def gbp(pence: int) -> dict[str, Any]:

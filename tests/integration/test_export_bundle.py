@@ -22,10 +22,10 @@ from bank.domain.entries import PostingLine, TransferKind, TransferSpec
 from bank.domain.identity import Principal, Role
 from bank.offline.note import Signer
 from bank.offline.verify import BundleError, main, verify_bundle
+from tests.helpers import CAMT053_XSD
 
 TELLER = Principal("tess", Role.TELLER, "branch:preston")
-XSD = Path(__file__).resolve().parents[3] / "shared" / "schemas" / "iso20022" / \
-    "camt.053.001.08.xsd"
+XSD = CAMT053_XSD
 
 
 def write(uow, clock, signer, out: Path, spec: ExportSpec | None = None) -> Path:

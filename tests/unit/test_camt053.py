@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import string
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -25,26 +24,16 @@ from bank.offline.camt053 import (
     read_camt053,
     write_camt053,
 )
+from tests.helpers import CAMT053_XSD
 
 XSD_NAME = "camt.053.001.08.xsd"
 NS = {"c": NAMESPACE}
 
 
 def _xsd_path() -> Path:
-    shared = Path(__file__).resolve().parents[3] / "shared"
-    candidates = [shared / "schemas" / "iso20022" / XSD_NAME]
-    env_dir = os.environ.get("BANK_ISO20022_DIR")
-    if env_dir:
-        candidates.append(Path(env_dir) / XSD_NAME)
-    for path in candidates:
-        if path.is_file():
-            return path
-    pytest.fail(
-        f"ISO 20022 schema {XSD_NAME} not found; looked at: "
-        + ", ".join(str(p) for p in candidates)
-        + ". Set BANK_ISO20022_DIR to the folder holding it.",
-        pytrace=False,
-    )
+    """The official schema, copied into tests/data (see its README)."""
+    assert CAMT053_XSD.is_file(), f"missing {CAMT053_XSD}"
+    return CAMT053_XSD
 
 
 @pytest.fixture(scope="module")
