@@ -306,6 +306,9 @@ def parse_amount(text: str, currency: str) -> tuple[int, int]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from bank import client
+    from bank.adapters.keys import SigningKeyError
+    from bank.adapters.pki import PkiError
+    from bank.settings import SettingsError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -316,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 **client.COMMANDS}
     try:
         return int(handlers[args.command](args))
-    except UserError as error:
+    except (UserError, SettingsError, SigningKeyError, PkiError) as error:
         print(f"bank: error: {error}", file=sys.stderr)
         return 2
     except client.ServerRefused as error:

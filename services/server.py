@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 
 from bank.adapters.clock import SystemClock
 from bank.adapters.keys import KeyRing
+from bank.settings import check_private
 from bank.adapters.sql import SqlUnitOfWork
 from bank.app.ports import Clock
 from bank.app.queries import account_owners, transfer_accounts
@@ -122,6 +123,7 @@ class UowDirectory:
 def tls_credentials(pki_root: Path) -> tuple[grpc.ServerCredentials, Resolver]:
     """Server credentials that require a client certificate from the CA in `pki_root`, and the
     resolver that reads principals from those certificates."""
+    check_private(pki_root / "server.key", "TLS server key")
     ca_pem = (pki_root / "ca.pem").read_bytes()
     credentials = grpc.ssl_server_credentials(
         [((pki_root / "server.key").read_bytes(), (pki_root / "server.pem").read_bytes())],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import stat
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -37,7 +38,10 @@ class KeyRing:
         return sorted(p.stem for p in self.root.glob("*.key"))
 
     def _load(self, name: str) -> Signer:
-        key = load_pem_private_key((self.root / f"{name}.key").read_bytes(), None)
+        path = self.root / f"{name}.key"
+        if stat.S_IMODE(path.stat().st_mode) & 0o077:
+            raise SigningKeyError(f"{path} is readable by others; chmod 600 it")
+        key = load_pem_private_key(path.read_bytes(), None)
         if not isinstance(key, Ed25519PrivateKey):
             raise SigningKeyError(f"{name} is not an Ed25519 key")
         return Signer(name, key)
