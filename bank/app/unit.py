@@ -63,7 +63,10 @@ class Command:
     body: dict[str, Any]  # canonical content, for the fingerprint and the audit leaf
 
     def fingerprint(self) -> str:
-        return canonical_hash({"method": self.method, "body": self.body})
+        """Method, content and who asked: another principal reusing a request id is refused
+        (REQUEST_ID_REUSED) rather than shown someone else's result."""
+        return canonical_hash({"method": self.method, "body": self.body,
+                               "principal": self.principal.as_record()})
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,3 +76,15 @@ def test_a_caller_without_identity_is_unauthenticated(channel):
     with pytest.raises(grpc.RpcError) as caught:
         stub.GetTrialBalance(pb.GetTrialBalanceRequest(), timeout=5)
     assert caught.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_another_principal_cannot_replay_someone_elses_request_id(ledger, as_role):
+    _open(ledger, account("cash", "ASSET", owner=("BANK", "bank")), account("fay"))
+    rid = request_id()
+    request = pb.CreateTransfersRequest(request_id=rid,
+                                        transfers=[transfer("t1", "cash", "fay", 500)])
+    ledger.CreateTransfers(request)
+    with pytest.raises(grpc.RpcError) as caught:
+        as_role("teller", "branch:lancaster").CreateTransfers(request)
+    assert caught.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    assert error_info(caught.value).reason == "REQUEST_ID_REUSED"
