@@ -44,3 +44,12 @@ def current_revision(engine: Engine) -> str | None:
 
 def head_revision(engine: Engine) -> str | None:
     return ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+
+
+def is_known(engine: Engine, revision: str) -> bool:
+    """Whether this code's migration scripts know `revision` (False for a newer schema)."""
+    try:
+        return ScriptDirectory.from_config(alembic_config(engine)).get_revision(
+            revision) is not None
+    except Exception:  # alembic raises ResolutionError/CommandError for unknown revisions
+        return False

@@ -98,7 +98,7 @@ class Pki:
 
     def init_ca(self, common_name: str = "People's Bank Development CA") -> None:
         """Create the CA (refuses to overwrite one) and an empty CRL."""
-        if self.exists():
+        if self.ca_cert_path.exists() or (self.root / "ca.key").exists():
             raise PkiError(f"a CA already exists in {self.root}")
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         key = ec.generate_private_key(ec.SECP256R1())
@@ -187,7 +187,7 @@ class Pki:
         """Create the CA, server certificate and demo identities that are missing; returns
         the names created."""
         created = []
-        if not self.exists():
+        if not self.ca_cert_path.exists():
             self.init_ca()
             created.append("ca")
         if not (self.root / "server.pem").exists():

@@ -122,3 +122,17 @@ def test_the_generic_client_speaks_mtls(tls_server, pki, capsys):
                 "--cacert", str(pki.ca_cert_path), "--cert", str(cert), "--key", str(key)])
     assert code == 0
     assert capsys.readouterr().out.strip().startswith("{")
+
+
+def test_serving_with_production_tls_material_never_creates_or_replaces_a_ca(tmp_path):
+    from bank.cli import _tls
+
+    pki = Pki(tmp_path / "prod")
+    pki.ensure_demo()
+    (pki.root / "ca.key").unlink()  # production: the CA key is not on the host
+    before = {p.name: p.read_bytes() for p in pki.root.glob("*.pem")}
+    _tls(pki.root)
+    assert {p.name: p.read_bytes() for p in pki.root.glob("*.pem")} == before
+    assert not (pki.root / "ca.key").exists()
+    with pytest.raises(PkiError, match="a CA already exists"):
+        pki.init_ca()

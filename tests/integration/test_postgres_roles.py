@@ -56,11 +56,12 @@ class Roles:
     admin_url: str  # the test database, as the superuser
     app: str
     migrator: str
-    app_password: str
     password_files: tuple[Path, Path]  # app, migrator
 
     def url(self, role: str) -> str:
-        password = self.app_password if role == self.app else None
+        """The test database as `role`, with the password the runner set for it."""
+        file = self.password_files[0 if role == self.app else 1]
+        password = file.read_text().strip()
         return make_url(self.admin_url).set(username=role, password=password).render_as_string(
             hide_password=False)
 
@@ -90,8 +91,7 @@ def roles(pg_databases: Any, tmp_path: Path) -> Iterator[Roles]:
         path.write_text(secrets.token_urlsafe(24) + "\n")
         path.chmod(0o600)
         files.append(path)
-    created = Roles(admin_url, app, migrator, files[0].read_text().strip(),
-                    (files[0], files[1]))
+    created = Roles(admin_url, app, migrator, (files[0], files[1]))
     yield created
     # Roles own objects and privileges in this database only; hand the objects back, drop the
     # privileges, then the roles. (The database itself is dropped with the session.)
@@ -225,6 +225,8 @@ def test_the_service_runs_as_bank_app_and_the_database_refuses_it_everything_els
                     "DROP TRIGGER entries_append_only ON entries",
                     "CREATE INDEX sneaky ON entries (description)"):
             _refused(conn, ddl)
+        # Nor can it switch the triggers off for its session (what the tamper tests do).
+        _refused(conn, "SET session_replication_role = replica")
         # GRANT by a non-owner is not an error, only a warning and a no-op: check it stayed one.
         conn.execute("GRANT DELETE ON entries TO PUBLIC")
         assert conn.execute(
