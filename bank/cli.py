@@ -52,8 +52,10 @@ def _with_folder(url: str) -> str:
 def _engine(args: argparse.Namespace) -> Iterator[Any]:
     """An engine for the command's database, disposed of when the command ends."""
     from bank.adapters.sql import make_engine
+    from bank.settings import load
 
-    engine = make_engine(_with_folder(database_url(args)))
+    url = load(overrides={"database_url": args.database_url}).effective_database_url
+    engine = make_engine(_with_folder(url))
     try:
         yield engine
     finally:
@@ -81,8 +83,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, settings.log_format)
     engine = make_engine(_with_folder(settings.effective_database_url))
     if args.no_migrate:
-        if migrate.current_revision(engine) != migrate.head_revision(engine):
-            raise UserError("the database schema is not current: run `bank db upgrade`")
+        current, head = migrate.current_revision(engine), migrate.head_revision(engine)
+        if current != head:
+            if current is None or migrate.is_known(engine, current):
+                raise UserError(f"the database schema ({current or 'empty'}) is behind this "
+                                f"code ({head}): run `bank db upgrade`")
+            # A rolling upgrade: the schema was migrated ahead (backwards-compatibly) while
+            # this older server restarts.
+            logging.getLogger(__name__).warning(
+                "database schema %s is newer than this code's %s; continuing", current, head)
     else:
         migrate.upgrade(engine)
     uow = SqlUnitOfWork(engine)
@@ -139,8 +148,10 @@ def _tls(pki_dir: Path) -> tuple[Any, Any]:
     from bank.adapters.pki import Pki
     from services.server import tls_credentials
 
-    created = Pki(pki_dir).ensure_demo()
-    if created:
+    # Only a folder with no CA at all gets the development PKI: existing (production) material,
+    # whose CA key is rightly absent from the host, is used as it is and never touched.
+    if not (pki_dir / "ca.pem").exists():
+        created = Pki(pki_dir).ensure_demo()
         print(f"Created development PKI in {pki_dir}: {', '.join(created)}", flush=True)
     return tls_credentials(pki_dir)
 
@@ -209,8 +220,14 @@ def _audit_on_database(args: argparse.Namespace, uow: Any, ring: Any) -> int:
         print(checkpoint.note, end="")
         return 0
     verifiers = ring.verifiers()
+    trusted = _read_trusted(args.trusted_checkpoint) if args.trusted_checkpoint else None
     print(f"verifying the audit log with {len(verifiers)} pinned key(s)...", flush=True)
     report = verify_audit(uow, verifiers, progress=lambda line: print(f"  {line}", flush=True))
+    if trusted is not None:
+        from bank.app.restore_check import check_against_checkpoint
+
+        for problem in check_against_checkpoint(uow, trusted, verifiers):
+            report.add(problem)
     for problem in report.problems:
         print(f"PROBLEM: {problem}")
     print(f"{report.leaves} audit leaves, {report.checkpoints} checkpoints, {report.entries} "
@@ -281,6 +298,40 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """`bank backup --out FILE` and `bank restore --from FILE [--force]`."""
+    from bank.adapters.backup import BackupError, BackupFailed, backup, restore
+    from bank.settings import load
+
+    def say(line: str) -> None:
+        print(f"  {line}", flush=True)
+
+    # As for the engine: the password, if any, comes from BANK_DATABASE_PASSWORD_FILE.
+    url = load(overrides={"database_url": args.database_url}).effective_database_url
+    try:
+        if args.command == "backup":
+            result = backup(url, Path(args.out), say)
+        else:
+            result = restore(url, Path(args.source), say, force=args.force)
+            say("check it before serving: bank audit verify --trusted-checkpoint FILE "
+                "(the last checkpoint you kept), then bank check")
+    except BackupError as error:
+        raise UserError(str(error)) from None
+    except BackupFailed as error:
+        print(f"bank: error: {error}", file=sys.stderr)
+        return 1
+    print(result.summary())
+    return 0
+
+
+def _read_trusted(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise UserError(f"--trusted-checkpoint: cannot read {path}: {reason}") from None
+
+
 # -- client commands ------------------------------------------------------------------------------
 def parse_amount(text: str, currency: str) -> tuple[int, int]:
     """'12.50' -> (units, nanos) for google.type.Money; refuses more decimals than the currency."""
@@ -315,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("BANK_LOG_LEVEL", "WARNING"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"serve": cmd_serve, "db": cmd_db, "demo": cmd_demo, "check": cmd_check,
-                "audit": cmd_audit,
+                "audit": cmd_audit, "backup": cmd_backup, "restore": cmd_backup,
                 **client.COMMANDS}
     try:
         return int(handlers[args.command](args))
@@ -383,6 +434,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "to prove consistency from")
     audit.add_argument("--keys-dir", default=os.environ.get("BANK_KEYS_DIR", DEFAULT_KEYS_DIR),
                        help=f"checkpoint signing keys (default {DEFAULT_KEYS_DIR})")
+    audit.add_argument("--trusted-checkpoint", metavar="FILE",
+                       help="verify: a signed checkpoint kept outside the database (`bank audit "
+                       "sign` output); fail if the log is older than it or forked from it")
+    backup = sub.add_parser("backup", help="online backup of the database into a new file")
+    backup.add_argument("--out", required=True, metavar="FILE", help="the backup file to create")
+    restore = sub.add_parser("restore", help="restore a backup file (server stopped; "
+                             "PostgreSQL: into a fresh empty database)")
+    restore.add_argument("--from", dest="source", required=True, metavar="FILE",
+                         help="a file made by `bank backup`")
+    restore.add_argument("--force", action="store_true",
+                         help="SQLite: replace an existing database (kept beside it)")
     client.add_parsers(sub)
     return parser
 
