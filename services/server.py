@@ -24,7 +24,6 @@ from grpc_reflection.v1alpha import reflection
 
 from bank.adapters.clock import SystemClock
 from bank.adapters.keys import KeyRing
-from bank.settings import check_private
 from bank.adapters.sql import SqlUnitOfWork
 from bank.app.ports import Clock
 from bank.app.queries import account_owners, transfer_accounts
@@ -33,6 +32,7 @@ from bank.app.unit import record_denial
 from bank.domain import limits
 from bank.domain.errors import LedgerError
 from bank.domain.identity import Principal
+from bank.settings import check_private
 from services.approvals import ApprovalServicer
 from services.audit import AuditServicer
 from services.auth import AuthInterceptor, CertificateResolver, Resolver, dev_header_resolver
