@@ -9,9 +9,9 @@ from datetime import date
 from bank.app.accounts import BatchResult, ItemResult
 from bank.app.ports import Clock, Head, LedgerReader, UnitOfWork
 from bank.app.unit import Command, Context, request_approval, run_command
-from bank.domain.accounts import Account
+from bank.domain.accounts import Account, Side
 from bank.domain.approvals import DEFAULT_RULES, ApprovalRule, rule_applying
-from bank.domain.entries import JournalEntry, TransferKind, TransferSpec, validate_specs
+from bank.domain.entries import Effect, JournalEntry, TransferKind, TransferSpec, validate_specs
 from bank.domain.errors import FailedPrecondition
 from bank.domain.identity import SYSTEM, Principal, Role
 from bank.domain.invariants import ensure
@@ -86,14 +86,16 @@ def apply_transfers(ctx: Context, specs: list[TransferSpec], business_date: date
 
 
 def amounts_moved(tx: LedgerReader, specs: list[TransferSpec]) -> list[tuple[str, int]]:
-    """(currency, minor) of every posting the batch would post, including the postings of the
+    """(currency, minor) of every debit the batch would post, including the debits of the
     entries a reversal mirrors and of holds posted in full."""
-    amounts = [(p.currency, p.amount) for s in specs for p in s.postings]
+    amounts = [(p.currency, p.amount) for s in specs for p in s.postings
+               if p.side is Side.DEBIT]
     referenced = [s.reverses_id if s.kind is TransferKind.REVERSAL else s.pending_id
                   for s in specs if (s.kind is TransferKind.REVERSAL or (
                       s.kind is TransferKind.POST_PENDING and not s.postings))]
     for entry in tx.get_entries([r for r in referenced if r]).values():
-        amounts += [(p.currency, p.amount) for p in entry.postings]
+        amounts += [(p.currency, p.amount) for p in entry.postings
+                    if p.side is Side.DEBIT and p.effect is not Effect.RELEASE]
     return amounts
 
 

@@ -13,6 +13,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from bank.domain.currency import exponent
 from bank.domain.identity import Principal
 
 APPROVAL_TTL_SECONDS = 24 * 3600
@@ -27,34 +28,44 @@ class ApprovalState(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class ApprovalRule:
+    """A request moving at least the threshold *in total* (all its debits, per currency) needs a
+    second approver. Currencies without an explicit threshold use `default_major_units` whole
+    units of the currency, so no currency escapes the rule."""
+
     operation: str  # e.g. "CreateTransfers"
     thresholds_minor: tuple[tuple[str, int], ...]  # (currency, minor units) pairs
+    default_major_units: int = 100_000
 
-    def threshold(self, currency: str) -> int | None:
+    def threshold(self, currency: str) -> int:
         for code, minor in self.thresholds_minor:
             if code == currency:
                 return minor
-        return None
+        return self.default_major_units * 10 ** exponent(currency)
 
     def describe(self, currency: str) -> str:
         return f"{self.operation} moving at least {self.threshold(currency)} minor units of " \
-               f"{currency} in one posting needs a second approver"
+               f"{currency} in one request needs a second approver"
 
 
-# £100,000 / €100,000 in one posting.
+# £100,000 / €100,000 in one request; 100,000 whole units of any other currency.
 DEFAULT_RULES = (ApprovalRule("CreateTransfers", (("GBP", 10_000_000), ("EUR", 10_000_000))),)
 
 
 def rule_applying(rules: Iterable[ApprovalRule], operation: str,
-                  amounts: Iterable[tuple[str, int]]) -> tuple[ApprovalRule, str] | None:
-    """The first rule (and the currency) that makes this operation need approval, or None."""
-    amounts = list(amounts)
+                  debits: Iterable[tuple[str, int]]) -> tuple[ApprovalRule, str] | None:
+    """The first rule (and the currency) that makes this operation need approval, or None.
+
+    `debits` are the (currency, minor units) of every debit the request would post; they are
+    added up per currency, so splitting an amount over postings or transfers changes nothing.
+    """
+    totals: dict[str, int] = {}
+    for currency, minor in debits:
+        totals[currency] = totals.get(currency, 0) + minor
     for rule in rules:
         if rule.operation != operation:
             continue
-        for currency, minor in amounts:
-            threshold = rule.threshold(currency)
-            if threshold is not None and minor >= threshold:
+        for currency, total in sorted(totals.items()):
+            if total >= rule.threshold(currency):
                 return rule, currency
     return None
 

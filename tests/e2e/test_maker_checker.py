@@ -145,3 +145,24 @@ def test_two_approvers_racing_run_the_command_once(ledger, funded, channel):
         thread.join(timeout=30)
     assert sorted(outcomes) == ["APPROVAL_ALREADY_DECIDED", "ok"]
     assert _balance(ledger) == LARGE // 100
+
+
+def test_splitting_a_large_amount_over_postings_or_transfers_still_needs_approval(ledger,
+                                                                               funded):
+    half = LARGE // 2 + 1
+    split = pb.CreateTransfersRequest(request_id=request_id(), transfers=[
+        transfer("half-1", "cash", "coop", half), transfer("half-2", "cash", "coop", half)])
+    assert ledger.CreateTransfers(split).approval.startswith("approvals/")
+    assert _balance(ledger) == 0
+
+
+def test_currencies_without_an_explicit_threshold_are_not_exempt(ledger):
+    ledger.CreateAccounts(pb.CreateAccountsRequest(request_id=request_id(), accounts=[
+        account("usd-cash", "ASSET", owner=("BANK", "bank"), currency="USD"),
+        account("usd-coop", currency="USD")]))
+    big = transfer("usd-1", "usd-cash", "usd-coop", LARGE)
+    for posting in big.postings:
+        posting.amount.currency_code = "USD"
+    response = ledger.CreateTransfers(pb.CreateTransfersRequest(request_id=request_id(),
+                                                                transfers=[big]))
+    assert response.approval.startswith("approvals/")
