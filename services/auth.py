@@ -35,6 +35,7 @@ from bank.domain.errors import (
 )
 from bank.domain.identity import Principal, Role
 from services.errors import to_status
+from services.observability import principal_var
 from services.policy import Directory, authorise
 
 log = logging.getLogger(__name__)
@@ -189,14 +190,17 @@ class AuthInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             except LedgerError as error:
                 log.info("denied %s to %s: %s", method,
                          principal.subject if principal else "unidentified caller", error.reason)
-                if on_denied is not None and isinstance(error, (PermissionDenied,
-                                                                 Unauthenticated)):
+                # Refusals of identified callers are audited; unidentified ones are only logged,
+                # so anonymous traffic cannot grow the audit log (or hold its lock).
+                if on_denied is not None and principal is not None and isinstance(
+                        error, PermissionDenied):
                     try:
                         on_denied(principal, method, error)
                     except Exception:
                         log.exception("could not record a denial in the audit log")
                 context.abort_with_status(rpc_status.to_status(to_status(error)))
             assert principal is not None
+            principal_var.set(f"{principal.subject}/{principal.role.value}")  # for the logs
             return _principal.set(principal)
 
         if handler.unary_unary is not None:

@@ -143,14 +143,6 @@ def _request_id(request: Any, context: grpc.ServicerContext) -> str:
     return f"srv-{uuid.uuid4().hex[:16]}"
 
 
-def _who(context: grpc.ServicerContext) -> str:
-    for key, item in context.invocation_metadata():
-        if key == "x-bank-principal":
-            return str(item).split(";")[0][:64]
-    names = context.auth_context().get("x509_common_name")
-    return names[0].decode(errors="replace")[:64] if names else ""
-
-
 class ObservabilityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Counts, times and logs every call; outermost, so refusals are counted too."""
 
@@ -166,7 +158,7 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         def begin(request: Any, context: grpc.ServicerContext) -> float:
             request_id_var.set(_request_id(request, context))
-            principal_var.set(_who(context))
+            principal_var.set("")  # set by the auth interceptor once it has resolved the caller
             field = BATCH_FIELDS.get(method)
             if field is not None and hasattr(request, field):
                 metrics.batch.labels(method).observe(len(getattr(request, field)))

@@ -40,7 +40,7 @@ class ApprovalRule:
         for code, minor in self.thresholds_minor:
             if code == currency:
                 return minor
-        return self.default_major_units * 10 ** exponent(currency)
+        return int(self.default_major_units * 10 ** exponent(currency))
 
     def describe(self, currency: str) -> str:
         return f"{self.operation} moving at least {self.threshold(currency)} minor units of " \

@@ -84,5 +84,5 @@ def test_access_logs_are_json_with_request_id_and_principal_and_no_payload(meter
     line = json.loads(JsonFormatter().format(records[-1]))
     assert line["rpc"] == "CreateAccounts" and line["code"] == "OK"
     assert line["request_id"] == rid
-    assert line["principal"] == TELLER.split(";")[0]
+    assert line["principal"] == "/".join(TELLER.split(";")[:2])
     assert "secret-holder-name" not in json.dumps(line)
