@@ -87,6 +87,8 @@ def export_bundle(uow: UnitOfWork, clock: Clock, signer: Signer, spec: ExportSpe
             raise NotFound("ACCOUNT_NOT_FOUND", f"no account {missing[0]!r}",
                            metadata={"account_id": missing[0]})
         first = min(r.audit_index_at(spec.start_ns), size) if spec.start_ns else 0
+        if spec.previous_size is not None:  # show every leaf since the previous checkpoint
+            first = min(first, spec.previous_size)
         end = min(r.audit_index_at(spec.end_ns), size) if spec.end_ns is not None else size
         end = max(end, first)
         files = [("checkpoint.txt", checkpoint.note.encode())]

@@ -24,6 +24,7 @@ import hashlib
 import json
 import sys
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,9 @@ def check_tree(bundle: Path, manifest: dict[str, Any], verifiers: list[Verifier]
             raise BundleError(f"leaf {item['index']} says it is leaf {record.get('index')}")
         builder.append(leaf_hash(data))
         records.append(record)
+    if previous is not None and first > previous.size:
+        raise BundleError(f"the bundle starts at leaf {first}, after the previous checkpoint's "
+                          f"{previous.size} leaves: leaves in between would go unseen")
     if builder.size != end:
         raise BundleError(f"leaves.jsonl has {builder.size - first} leaves; the manifest says "
                           f"{end - first} (truncated or padded)")
@@ -155,9 +159,22 @@ def _check_previous(claimed: dict[str, Any] | None, previous: Checkpoint | None,
                           f"rewrite): {error}") from None
 
 
-def check_entries(bundle: Path, records: list[dict[str, Any]]) -> dict[str, list[Any]]:
+@dataclass
+class Line:
+    position: int
+    side: str
+    amount: int
+    currency: str
+    after: int  # the account's posted credits minus debits right after this line
+
+
+def check_entries(bundle: Path, records: list[dict[str, Any]],
+                  complete: bool) -> dict[str, list[Line]]:
+    """Every entry was recorded by an exported leaf and balances; when the bundle is not
+    narrowed to some accounts, every entry the leaves recorded is present too."""
     audited = {e[1]: e[2] for r in records for e in r.get("effects", []) if e[0] == "entry"}
-    by_account: dict[str, list[Any]] = defaultdict(list)
+    by_account: dict[str, list[Line]] = defaultdict(list)
+    seen: set[int] = set()
     last_position = 0
     for number, line in enumerate((bundle / "entries.jsonl").read_bytes().splitlines()):
         entry = json.loads(line)
@@ -170,42 +187,78 @@ def check_entries(bundle: Path, records: list[dict[str, Any]]) -> dict[str, list
         if audited.get(entry["position"]) != digest:
             raise BundleError(f"entries.jsonl line {number + 1}: entry {entry['position']} is "
                               "not the one an exported audit leaf recorded")
+        seen.add(entry["position"])
         net: dict[tuple[str, str], int] = defaultdict(int)
-        for _, account, side, amount, currency, effect, *_totals in entry["postings"]:
+        for _, account, side, amount, currency, effect, debits, credits, *_ in entry["postings"]:
             if amount <= 0:
                 raise BundleError(f"entry {entry['position']}: a posting is not positive")
             net[(effect, currency)] += amount if side == "D" else -amount
             if effect == "post":
-                by_account[account].append((entry["position"], side, amount))
+                by_account[account].append(Line(entry["position"], side, amount, currency,
+                                                credits - debits))
         if any(net.values()):
             raise BundleError(f"entry {entry['position']}: postings do not balance")
+    missing = sorted(set(audited) - seen)
+    if complete and missing:
+        raise BundleError(f"entry {missing[0]} recorded by an exported audit leaf is missing "
+                          "from entries.jsonl")
     return by_account
 
 
-def check_statements(bundle: Path, by_account: dict[str, list[Any]]) -> int:
-    count = 0
-    for path in sorted((bundle / "statements").glob("*.xml")):
+def check_statements(bundle: Path, by_account: dict[str, list[Line]],
+                     accounts: list[str]) -> int:
+    """A statement for every account with posted lines (or every account the bundle was
+    narrowed to); each in the postings' currency, adding up, and opening and closing at the
+    balances the entries' running totals give."""
+    present = {p.name.removesuffix(".xml"): p for p in (bundle / "statements").glob("*.xml")}
+    wanted = set(accounts) if accounts else set(by_account)
+    absent = sorted(wanted - set(present))
+    if absent:
+        raise BundleError(f"statements/{absent[0]}.xml is missing")
+    for account_id, path in sorted(present.items()):
         try:
             statement = read_camt053(path.read_bytes())
             check_adds_up(statement)
         except StatementError as error:
             raise BundleError(f"statements/{path.name}: {error}") from None
-        account_id = path.name.removesuffix(".xml")
         if statement.account_id != camt_account_id(account_id):
             raise BundleError(f"statements/{path.name}: the statement is for another account")
-        lines = [(line.position, line.side, line.amount_minor) for line in statement.lines]
-        if lines != by_account.get(account_id, []):
+        lines = by_account.get(account_id, [])
+        if [(s.position, s.side, s.amount_minor) for s in statement.lines] != [
+                (x.position, x.side, x.amount) for x in lines]:
             raise BundleError(f"statements/{path.name}: lines do not match the entries")
-        count += 1
-    return count
+        if lines:
+            first = lines[0]
+            opening = first.after - (first.amount if first.side == "C" else -first.amount)
+            if statement.currency != first.currency:
+                raise BundleError(f"statements/{path.name}: currency {statement.currency} is "
+                                  f"not the postings' {first.currency}")
+            if (statement.opening_balance_minor, statement.closing_balance_minor) != (
+                    opening, lines[-1].after):
+                raise BundleError(f"statements/{path.name}: opening or closing balance does not "
+                                  "match the entries' running totals")
+    return len(present)
 
 
-def check_trial_balance(bundle: Path) -> None:
-    for row in _json(bundle / "trial_balance.json")["currencies"]:
+def check_trial_balance(bundle: Path, by_account: dict[str, list[Line]],
+                        from_start: bool) -> None:
+    """Balanced per currency; for a bundle of the whole log, also equal to the entries."""
+    body = _json(bundle / "trial_balance.json")
+    for row in body["currencies"]:
         if row["debits_posted"] != row["credits_posted"]:
             raise BundleError(f"trial_balance.json: {row['currency']} debits "
                               f"{row['debits_posted']} differ from credits "
                               f"{row['credits_posted']}")
+    if not from_start:
+        return
+    totals: dict[str, int] = defaultdict(int)
+    for lines in by_account.values():
+        for line in lines:
+            if line.position <= body["upto_position"] and line.side == "D":
+                totals[line.currency] += line.amount
+    claimed = {row["currency"]: row["debits_posted"] for row in body["currencies"]}
+    if claimed != dict(totals):
+        raise BundleError("trial_balance.json does not match the entries")
 
 
 def verify_bundle(bundle: Path, verifiers: list[Verifier],
@@ -222,10 +275,11 @@ def verify_bundle(bundle: Path, verifiers: list[Verifier],
     try:
         manifest = check_manifest(bundle, verifiers)
         checkpoint, records = check_tree(bundle, manifest, verifiers, previous)
-        by_account = check_entries(bundle, records)
-        statements = check_statements(bundle, by_account)
-        check_trial_balance(bundle)
-    except (KeyError, TypeError, ValueError, IndexError, OSError) as error:
+        accounts = list(manifest.get("accounts", []))
+        by_account = check_entries(bundle, records, complete=not accounts)
+        statements = check_statements(bundle, by_account, accounts)
+        check_trial_balance(bundle, by_account, manifest["leaves"][0] == 0 and not accounts)
+    except (KeyError, TypeError, ValueError, IndexError, OSError, AttributeError) as error:
         raise BundleError(f"malformed bundle: {type(error).__name__}: {error}") from None
     return (f"bundle verified: tree size {checkpoint.size}, {len(records)} audit leaves, "
             f"{sum(map(len, by_account.values()))} posted lines, {statements} statements")

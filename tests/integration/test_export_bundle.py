@@ -254,3 +254,41 @@ def test_a_bundle_for_one_account_carries_only_its_entries(uow, clock, ring, bun
     assert [p.name for p in (one / "statements").glob("*.xml")] == ["m-0003-deposit.xml"]
     assert verify_bundle(one, ring.verifiers()).startswith("bundle verified")
     shutil.rmtree(one)
+
+
+def test_a_dropped_entry_is_refused_even_when_re_signed(bundle, ring):
+    path = bundle / "entries.jsonl"
+    lines = _lines(path)
+    path.write_bytes(b"".join(lines[:-1]))
+    resign(bundle, ring.active())
+    assert "missing from entries.jsonl" in refused(bundle, ring)
+
+
+def test_a_dropped_statement_is_refused_even_when_re_signed(bundle, ring):
+    (bundle / "statements" / "m-0002-deposit.xml").unlink()
+    resign(bundle, ring.active())
+    assert "statements/m-0002-deposit.xml is missing" in refused(bundle, ring)
+
+
+def test_a_statement_with_a_made_up_opening_balance_is_refused(bundle, ring):
+    path = bundle / "statements" / "m-0003-deposit.xml"
+    text = path.read_text()
+    for code in ("OPBD", "CLBD"):  # shift both balances: the statement still adds up
+        at = text.index(code)
+        start = text.index(">", text.index("<Amt", at)) + 1
+        end = text.index("<", start)
+        value = int(text[start:end].replace(".", "")) + 100_000_000
+        text = text[:start] + f"{value // 100}.{value % 100:02d}" + text[end:]
+    path.write_text(text)
+    resign(bundle, ring.active())
+    assert "opening or closing balance does not match" in refused(bundle, ring)
+
+
+def test_a_balanced_but_made_up_trial_balance_is_refused(bundle, ring):
+    path = bundle / "trial_balance.json"
+    body = json.loads(path.read_bytes())
+    body["currencies"][0]["debits_posted"] += 1
+    body["currencies"][0]["credits_posted"] += 1
+    path.write_text(json.dumps(body))
+    resign(bundle, ring.active())
+    assert "trial_balance.json does not match the entries" in refused(bundle, ring)
