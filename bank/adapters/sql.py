@@ -413,12 +413,16 @@ class SqlLedger:
         return _posting(row).totals_after if row is not None else Totals()
 
     def trial_balance(self) -> list[tuple[str, str, int, int]]:
+        # Summed in Python: SQLite's SUM() fails on int64 overflow, and the sum over many
+        # accounts can exceed what one account's total may hold.
         c = t.accounts.c
-        rows = self.conn.execute(
-            select(c.currency, c.account_type, func.sum(c.debits_posted),
-                   func.sum(c.credits_posted))
-            .group_by(c.currency, c.account_type).order_by(c.currency, c.account_type))
-        return [(r[0], r[1], int(r[2]), int(r[3])) for r in rows]
+        sums: dict[tuple[str, str], list[int]] = {}
+        for row in self.conn.execution_options(yield_per=5_000).execute(
+                select(c.currency, c.account_type, c.debits_posted, c.credits_posted)):
+            pair = sums.setdefault((row[0], row[1]), [0, 0])
+            pair[0] += row[2]
+            pair[1] += row[3]
+        return [(currency, kind, d, k) for (currency, kind), (d, k) in sorted(sums.items())]
 
     def iter_entries(self) -> Iterator[JournalEntry]:
         """Streams entries with their postings (two ordered cursors merged, constant memory)."""
@@ -458,13 +462,19 @@ class SqlLedger:
                                      .where(a.recorded_ns < recorded_ns)).scalar_one())
 
     def posted_sums(self, upto_seq: int) -> list[tuple[str, int, int]]:
+        # Per account in SQL (bounded by the account's own int64 totals), then in Python.
         p = t.postings.c
         debit = func.sum(case((p.side == "D", p.amount), else_=0))
         credit = func.sum(case((p.side == "C", p.amount), else_=0))
         rows = self.conn.execute(
             select(p.currency, debit, credit).where(p.effect == "post", p.entry_seq <= upto_seq)
-            .group_by(p.currency).order_by(p.currency))
-        return [(r[0], int(r[1]), int(r[2])) for r in rows]
+            .group_by(p.account_id, p.currency))
+        sums: dict[str, list[int]] = {}
+        for row in rows:
+            pair = sums.setdefault(row[0], [0, 0])
+            pair[0] += int(row[1])
+            pair[1] += int(row[2])
+        return [(currency, d, k) for currency, (d, k) in sorted(sums.items())]
 
     def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
         self.conn.execute(insert(t.checkpoints).values(
