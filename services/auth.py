@@ -41,6 +41,7 @@ from services.policy import Directory, authorise
 log = logging.getLogger(__name__)
 
 PRINCIPAL_HEADER = "x-bank-principal"
+PRINCIPAL_PART_MAX = 128  # what the audit and approval records hold
 # Infrastructure services that need no principal (they expose no member data or money).
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
                  "/grpc.reflection.v1.ServerReflection/")
@@ -66,7 +67,11 @@ def principal_from_header(value: str) -> Principal:
         raise Unauthenticated("UNKNOWN_ROLE", f"unknown role {parts[1][:32]!r}") from None
     if role is Role.SYSTEM:
         raise Unauthenticated("UNKNOWN_ROLE", "the system role cannot be claimed by a client")
-    return Principal(parts[0], role, parts[2] if len(parts) == 3 else "")
+    scope = parts[2] if len(parts) == 3 else ""
+    if len(parts[0]) > PRINCIPAL_PART_MAX or len(scope) > PRINCIPAL_PART_MAX:
+        raise Unauthenticated("BAD_PRINCIPAL", f"subject and scope are at most "
+                              f"{PRINCIPAL_PART_MAX} characters")
+    return Principal(parts[0], role, scope)
 
 
 Resolver = Callable[[grpc.ServicerContext], Principal]

@@ -234,4 +234,6 @@ def principal_of(cert_pem: bytes) -> tuple[Principal, int]:
         scope = scopes[0][len(SCOPE_URI_PREFIX):] if scopes else ""
     except x509.ExtensionNotFound:
         pass
+    if len(str(common[0].value)) > 128 or len(scope) > 128:
+        raise PkiError("the certificate's principal or scope is longer than 128 characters")
     return Principal(str(common[0].value), role, scope), cert.serial_number
