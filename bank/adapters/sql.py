@@ -86,6 +86,18 @@ class SqlUnitOfWork:
 
     @contextmanager
     def write(self, timeout_s: float | None = None) -> Iterator[SqlLedger]:
+        try:
+            with self._write(timeout_s) as ledger:
+                yield ledger
+        except Unavailable as error:
+            if timeout_s is None or self.is_postgres or error.reason != "DATABASE_LOCKED":
+                raise
+            # SQLite waited for its write lock exactly as long as the caller's deadline allowed.
+            raise DeadlineExceeded("DEADLINE_EXCEEDED", "the ledger stayed locked past the "
+                                   "deadline; nothing was changed") from error
+
+    @contextmanager
+    def _write(self, timeout_s: float | None) -> Iterator[SqlLedger]:
         with _translated(), self.engine.connect() as conn:
             conn = conn.execution_options(bank_write=True)
             if not self.is_postgres:  # wait for SQLite's write lock no longer than the caller
@@ -129,8 +141,10 @@ def _translated() -> Iterator[None]:
         if code in ("57014", "55P03"):  # statement or lock timeout: the deadline passed
             raise DeadlineExceeded("DEADLINE_EXCEEDED", "the database did not finish within "
                                    "the deadline; nothing was changed") from error
-        if error.connection_invalidated or code in _UNAVAILABLE or (
-                isinstance(error, OperationalError) and "database is locked" in str(error)):
+        if isinstance(error, OperationalError) and "database is locked" in str(error):
+            raise Unavailable("DATABASE_LOCKED", "the database stayed locked by another writer; "
+                              "retry with the same request_id") from error
+        if error.connection_invalidated or code in _UNAVAILABLE:
             raise Unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry "
                               "with the same request_id") from error
         raise
