@@ -515,8 +515,3 @@ def _approval(row: Row[Any]) -> tuple[Approval, Decision | None]:
         m["approval_id"], bool(m["approved"]),
         Principal(m["checker_subject"], Role(m["checker_role"]), m["checker_scope"]),
         m["decided_ns"], m["note"], m["outcome_json"])
-
-
-def initial_head_row() -> dict[str, int]:
-    return {"id": 1, "next_seq": 1, "last_recorded_ns": 0, "audit_size": 0}
-

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, text
 from bank.adapters.keys import KeyRing
 from bank.adapters.sql import SqlUnitOfWork
 from bank.app.audit import sign_checkpoint, verify_audit
+from bank.app.ports import AuditLeaf, Head
 from bank.app.transfers import create_transfers
 from bank.demo import seed
 from bank.domain.accounts import Side
@@ -226,8 +227,11 @@ def test_indices_stay_dense_under_concurrent_writers_with_rollbacks(uow, clock, 
                     try:  # a transaction that dies after writing: it must leave no trace
                         with uow.write() as tx:
                             head = tx.lock_head()
-                            tx.append_audit([])
-                            tx.save_head(head)
+                            data = b'{"doomed":true}'
+                            tx.append_audit([AuditLeaf(head.audit_size, clock.now_ns(), data,
+                                                       leaf_hash(data))])
+                            tx.save_head(Head(head.next_seq, head.last_recorded_ns,
+                                              head.audit_size + 1))
                             raise Boom
                     except Boom:
                         pass
