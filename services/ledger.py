@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 
 import grpc
@@ -12,6 +13,7 @@ from bank.app import accounts as account_cases
 from bank.app import queries
 from bank.app import transfers as transfer_cases
 from bank.app.accounts import BatchResult
+from bank.app.group_commit import GroupCommitter, TransferRequest
 from bank.app.ports import AccountFilter, Clock, UnitOfWork
 from bank.domain import limits
 from bank.domain.currency import is_known
@@ -57,11 +59,12 @@ def remaining(context: grpc.ServicerContext) -> float | None:
 
 class LedgerServicer(pb_grpc.LedgerServiceServicer):
     def __init__(self, uow: UnitOfWork, clock: Clock, signal: CommitSignal,
-                 stopping: threading.Event) -> None:
+                 stopping: threading.Event, committer: GroupCommitter | None = None) -> None:
         self.uow = uow
         self.clock = clock
         self.signal = signal
         self.stopping = stopping
+        self.committer = committer  # None: each call commits on its own
 
     # -- mutations ------------------------------------------------------------------------------
     @guarded
@@ -93,9 +96,15 @@ class LedgerServicer(pb_grpc.LedgerServiceServicer):
         specs = [cv.transfer_spec_in(t, f"transfers[{i}]", v, today)
                  for i, t in enumerate(request.transfers)]
         v.raise_if_any()
-        result = transfer_cases.create_transfers(
-            self.uow, self.clock, current_principal(), request.request_id,
-            [s for s in specs if s is not None], remaining(context))
+        valid = [s for s in specs if s is not None]
+        left = remaining(context)
+        if self.committer is not None:  # shares a transaction with concurrent calls
+            result = self.committer.submit(TransferRequest(
+                current_principal(), request.request_id, valid,
+                None if left is None else time.monotonic() + left))
+        else:
+            result = transfer_cases.create_transfers(
+                self.uow, self.clock, current_principal(), request.request_id, valid, left)
         self.signal.notify()
         return transfers_response(result)
 

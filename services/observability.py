@@ -53,11 +53,18 @@ class Metrics:
                                buckets=(1, 2, 5, 10, 50, 100, 500, 1000, 5000, 8000))
         self.retries = Counter("bank_command_retries_total", "transactions retried after a "
                                "concurrency conflict", ["method"], registry=self.registry)
+        self.group = Histogram("bank_group_commit_requests", "CreateTransfers requests "
+                               "committed together in one transaction (group commit)",
+                               registry=self.registry,
+                               buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
         self._observer = self._count_retry
         unit.RETRY_OBSERVERS.append(self._observer)
 
     def _count_retry(self, method: str) -> None:
         self.retries.labels(method).inc()
+
+    def observe_group(self, requests: int, _transfers: int) -> None:
+        self.group.observe(requests)
 
     def close(self) -> None:
         """Stop counting retries into this registry (when its server stops)."""

@@ -25,6 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from bank.adapters.clock import SystemClock
 from bank.adapters.keys import KeyRing
 from bank.adapters.sql import SqlUnitOfWork
+from bank.app.group_commit import GroupCommitter
 from bank.app.ports import Clock
 from bank.app.queries import account_owners, transfer_accounts
 from bank.app.transfers import expire_holds
@@ -78,6 +79,7 @@ class RunningServer:
     threads: list[threading.Thread]
     metrics: Metrics
     metrics_server: Any = None
+    committer: GroupCommitter | None = None
 
     @property
     def metrics_port(self) -> int | None:
@@ -87,6 +89,8 @@ class RunningServer:
         """Refuse new calls, let in-flight ones finish within `grace_s`, stop background work."""
         self.stopping.set()
         self.server.stop(grace_s).wait()
+        if self.committer is not None:
+            self.committer.close(grace_s)
         self.metrics.close()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
@@ -157,8 +161,9 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
         futures.ThreadPoolExecutor(max_workers=WORKERS_MAX, thread_name_prefix="rpc"),
         interceptors=[ObservabilityInterceptor(metrics), interceptor],
         options=SERVER_OPTIONS, maximum_concurrent_rpcs=CONCURRENT_RPCS_MAX)
+    committer = GroupCommitter(uow, clock, observe=metrics.observe_group)
     pb_grpc.add_LedgerServiceServicer_to_server(
-        LedgerServicer(uow, clock, signal, stopping), server)
+        LedgerServicer(uow, clock, signal, stopping, committer), server)
     approvals_grpc.add_ApprovalServiceServicer_to_server(ApprovalServicer(uow, clock), server)
     audit_grpc.add_AuditServiceServicer_to_server(
         AuditServicer(uow, clock, keys or KeyRing(Path(DEFAULT_KEYS_DIR))), server)
@@ -184,7 +189,7 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
         ]
     else:
         _check_health(uow, health_servicer)
-    return RunningServer(server, bound, stopping, threads, metrics, metrics_server)
+    return RunningServer(server, bound, stopping, threads, metrics, metrics_server, committer)
 
 
 def _loop(name: str, interval_s: float, stopping: threading.Event,

@@ -68,6 +68,13 @@ class InMemoryLedger:
         assert request.request_id not in self.s.requests, "requests are append-only"
         self.s.requests[request.request_id] = request
 
+    def find_requests(self, request_ids: Sequence[str]) -> dict[str, StoredRequest]:
+        return {i: self.s.requests[i] for i in request_ids if i in self.s.requests}
+
+    def save_requests(self, requests: Sequence[StoredRequest]) -> None:
+        for request in requests:
+            self.save_request(request)
+
     def append_audit(self, leaves: Sequence[AuditLeaf]) -> None:
         for leaf in leaves:
             assert leaf.index == len(self.s.audit), "audit indices are dense"

@@ -227,10 +227,24 @@ class SqlLedger:
                              row.recorded_ns)
 
     def save_request(self, request: StoredRequest) -> None:
-        self.conn.execute(insert(t.requests).values(
-            request_id=request.request_id, method=request.method,
-            fingerprint=request.fingerprint, outcome_json=request.outcome_json,
-            recorded_ns=request.recorded_ns))
+        self.save_requests([request])
+
+    def find_requests(self, request_ids: Sequence[str]) -> dict[str, StoredRequest]:
+        found: dict[str, StoredRequest] = {}
+        for chunk in _chunks(sorted(set(request_ids))):
+            for row in self.conn.execute(
+                    select(t.requests).where(t.requests.c.request_id.in_(chunk))):
+                found[row.request_id] = StoredRequest(row.request_id, row.method,
+                                                      row.fingerprint, row.outcome_json,
+                                                      row.recorded_ns)
+        return found
+
+    def save_requests(self, requests: Sequence[StoredRequest]) -> None:
+        if requests:
+            self.conn.execute(insert(t.requests), [{
+                "request_id": r.request_id, "method": r.method, "fingerprint": r.fingerprint,
+                "outcome_json": r.outcome_json, "recorded_ns": r.recorded_ns}
+                for r in requests])
 
     def append_audit(self, leaves: Sequence[AuditLeaf]) -> None:
         if leaves:

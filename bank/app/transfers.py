@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
@@ -59,7 +60,7 @@ def preload(tx: LedgerReader, specs: list[TransferSpec]) -> _Preloaded:
     return _Preloaded(accounts, entries, resolutions, reversals)
 
 
-def _results(outcomes: list[ItemOutcome]) -> BatchResult:
+def batch_result(outcomes: list[ItemOutcome]) -> BatchResult:
     return BatchResult(tuple(
         ItemResult(o.index, o.transfer_id, o.error,
                    o.entry.seq if o.entry else 0, o.entry.recorded_ns if o.entry else 0)
@@ -82,21 +83,49 @@ def apply_transfers(ctx: Context, specs: list[TransferSpec], business_date: date
                           business_date=business_date, request_id=request_id)
     outcomes = engine.apply_all(specs)
     ensure(len(outcomes) == len(specs), "one outcome per transfer")
-    return _results(outcomes), _write(ctx, engine)
+    return batch_result(outcomes), _write(ctx, engine)
 
 
-def amounts_moved(tx: LedgerReader, specs: list[TransferSpec]) -> list[tuple[str, int]]:
+def amounts_moved(entries_of: Callable[[list[str]], dict[str, JournalEntry]],
+                  specs: list[TransferSpec]) -> list[tuple[str, int]]:
     """(currency, minor) of every debit the batch would post, including the debits of the
-    entries a reversal mirrors and of holds posted in full."""
+    entries a reversal mirrors and of holds posted in full (looked up with `entries_of`)."""
     amounts = [(p.currency, p.amount) for s in specs for p in s.postings
                if p.side is Side.DEBIT]
     referenced = [s.reverses_id if s.kind is TransferKind.REVERSAL else s.pending_id
                   for s in specs if (s.kind is TransferKind.REVERSAL or (
                       s.kind is TransferKind.POST_PENDING and not s.postings))]
-    for entry in tx.get_entries([r for r in referenced if r]).values():
+    for entry in entries_of([r for r in referenced if r]).values():
         amounts += [(p.currency, p.amount) for p in entry.postings
                     if p.side is Side.DEBIT and p.effect is not Effect.RELEASE]
     return amounts
+
+
+def transfers_command(principal: Principal, request_id: str,
+                      specs: list[TransferSpec]) -> Command:
+    return Command("CreateTransfers", request_id, principal,
+                   {"transfers": [[s.fingerprint(), s.linked] for s in specs]})
+
+
+def approval_gate(rules: tuple[ApprovalRule, ...], principal: Principal,
+                  entries_of: Callable[[list[str]], dict[str, JournalEntry]],
+                  specs: list[TransferSpec]) -> tuple[ApprovalRule, str] | None:
+    """The maker-checker rule this batch triggers, if any (never for the system itself)."""
+    if principal.role is Role.SYSTEM:
+        return None
+    return rule_applying(rules, "CreateTransfers", amounts_moved(entries_of, specs))
+
+
+def hold_for_approval(ctx: Context, specs: list[TransferSpec],
+                      gate: tuple[ApprovalRule, str]) -> BatchResult:
+    """Store the batch as a pending approval; every item fails with APPROVAL_REQUIRED."""
+    payload = {"transfers": [s.to_json() for s in specs]}
+    approval_id = request_approval(ctx, payload, gate[0].describe(gate[1]))
+    error = FailedPrecondition(
+        "APPROVAL_REQUIRED", f"waiting for a second approver: approvals/{approval_id}",
+        metadata={"approval": f"approvals/{approval_id}"})
+    items = tuple(ItemResult(i, s.transfer_id, error) for i, s in enumerate(specs))
+    return BatchResult(items, approval_id)
 
 
 def create_transfers(uow: UnitOfWork, clock: Clock, principal: Principal, request_id: str,
@@ -111,20 +140,12 @@ def create_transfers(uow: UnitOfWork, clock: Clock, principal: Principal, reques
     `AlreadyExists` (REQUEST_ID_REUSED) for a conflicting replay.
     """
     validate_specs(specs)
-    command = Command("CreateTransfers", request_id, principal,
-                      {"transfers": [[s.fingerprint(), s.linked] for s in specs]})
+    command = transfers_command(principal, request_id, specs)
 
     def handler(ctx: Context) -> tuple[BatchResult, Head]:
-        gate = (None if principal.role is Role.SYSTEM else
-                rule_applying(rules, command.method, amounts_moved(ctx.tx, specs)))
+        gate = approval_gate(rules, principal, ctx.tx.get_entries, specs)
         if gate is not None:
-            payload = {"transfers": [s.to_json() for s in specs]}
-            approval_id = request_approval(ctx, payload, gate[0].describe(gate[1]))
-            error = FailedPrecondition(
-                "APPROVAL_REQUIRED", f"waiting for a second approver: approvals/{approval_id}",
-                metadata={"approval": f"approvals/{approval_id}"})
-            items = tuple(ItemResult(i, s.transfer_id, error) for i, s in enumerate(specs))
-            return BatchResult(items, approval_id), ctx.head
+            return hold_for_approval(ctx, specs, gate), ctx.head
         return apply_transfers(ctx, specs, clock.business_date(), request_id)
 
     return run_command(uow, clock, command, handler, BatchResult.from_json, timeout_s)
@@ -152,6 +173,6 @@ def expire_holds(uow: UnitOfWork, clock: Clock, run_id: str,
         for outcome in outcomes:  # one bad hold must not stop the others from expiring
             if outcome.error is not None:
                 log.error("could not expire hold %s: %r", outcome.transfer_id, outcome.error)
-        return _results(outcomes), _write(ctx, engine)
+        return batch_result(outcomes), _write(ctx, engine)
 
     return run_command(uow, clock, command, handler, BatchResult.from_json)

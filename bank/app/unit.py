@@ -96,17 +96,27 @@ def run_command(uow: UnitOfWork, clock: Clock, command: Command, handler: Handle
     REQUEST_ID_REUSED for a conflicting replay, or whatever the storage raises.
     """
     deadline = time.monotonic() + timeout_s if timeout_s is not None else None
-    for attempt in range(1, RETRIES_MAX + 1):
+    return with_retries(command.method, command.request_id, lambda: _run_once(
+        uow, clock, command, handler, decode, timeout_s, deadline))
+
+
+T = TypeVar("T")
+
+
+def with_retries(method: str, request_id: str, attempt: Callable[[], T]) -> T:
+    """Run one whole-transaction `attempt`, again after a concurrency conflict (`Aborted`),
+    at most `RETRIES_MAX` times with exponential backoff; the last conflict is raised."""
+    for number in range(1, RETRIES_MAX + 1):
         try:
-            return _run_once(uow, clock, command, handler, decode, timeout_s, deadline)
+            return attempt()
         except Aborted:
-            if attempt == RETRIES_MAX:
+            if number == RETRIES_MAX:
                 raise
             log.warning("retrying %s %s after a concurrency conflict (attempt %d)",
-                        command.method, command.request_id, attempt)
+                        method, request_id, number)
             for observer in RETRY_OBSERVERS:
-                observer(command.method)
-            time.sleep(RETRY_BACKOFF_S * 2**attempt)
+                observer(method)
+            time.sleep(RETRY_BACKOFF_S * 2**number)
     raise AssertionError("unreachable")
 
 
@@ -118,7 +128,7 @@ def _run_once(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[
         head = tx.lock_head()
         stored = tx.find_request(command.request_id)
         if stored is not None:
-            return _replay(stored, command, fingerprint, decode)
+            return replay(stored, command, fingerprint, decode)
         now_ns = max(clock.now_ns(), head.last_recorded_ns + 1)
         result: R | None = None
         error: LedgerError | None = None
@@ -129,10 +139,9 @@ def _run_once(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[
             # Handlers plan before they write, so a business failure has written nothing.
             error = failure
             ensure(not ctx.effects, f"{command.method} failed after writing")
-        outcome = ({"result": result.to_json()} if result is not None
-                   else {"error": error.to_record() if error else None})
-        outcome_json = json.dumps(outcome, sort_keys=True, separators=(",", ":"))
-        head = _audit(tx, head, now_ns, command, fingerprint, outcome_json, ctx.effects)
+        outcome_json = outcome_of(result, error)
+        leaf, head = audit_leaf(head, now_ns, command, fingerprint, outcome_json, ctx.effects)
+        tx.append_audit([leaf])
         tx.save_request(StoredRequest(command.request_id, command.method, fingerprint,
                                       outcome_json, now_ns))
         tx.save_head(head)
@@ -177,8 +186,16 @@ def record_denial(uow: UnitOfWork, clock: Clock, principal: Principal | None, me
         tx.save_head(Head(head.next_seq, now_ns, head.audit_size + 1))
 
 
-def _audit(tx: LedgerWriter, head: Head, now_ns: int, command: Command, fingerprint: str,
-           outcome_json: str, effects: list[list[Any]]) -> Head:
+def outcome_of(result: Result | None, error: LedgerError | None) -> str:
+    """The stored outcome of a command: its result, or its business failure, as JSON."""
+    outcome = ({"result": result.to_json()} if result is not None
+               else {"error": error.to_record() if error else None})
+    return json.dumps(outcome, sort_keys=True, separators=(",", ":"))
+
+
+def audit_leaf(head: Head, now_ns: int, command: Command, fingerprint: str, outcome_json: str,
+               effects: list[list[Any]]) -> tuple[AuditLeaf, Head]:
+    """The audit leaf of a command at the next audit index, and the head after it."""
     record = {
         "index": head.audit_size,
         "time_ns": now_ns,
@@ -191,12 +208,13 @@ def _audit(tx: LedgerWriter, head: Head, now_ns: int, command: Command, fingerpr
         "effects": effects,
     }
     data = leaf_bytes(record)
-    tx.append_audit([AuditLeaf(head.audit_size, now_ns, data, leaf_hash(data))])
-    return Head(head.next_seq, max(head.last_recorded_ns, now_ns), head.audit_size + 1)
+    leaf = AuditLeaf(head.audit_size, now_ns, data, leaf_hash(data))
+    return leaf, Head(head.next_seq, max(head.last_recorded_ns, now_ns), head.audit_size + 1)
 
 
-def _replay(stored: StoredRequest, command: Command, fingerprint: str,
-            decode: Callable[[dict[str, Any]], R]) -> R:
+def replay(stored: StoredRequest, command: Command, fingerprint: str,
+           decode: Callable[[dict[str, Any]], R]) -> R:
+    """The stored outcome of an earlier run of this request (raised, if it was a failure)."""
     if stored.method != command.method or stored.fingerprint != fingerprint:
         raise AlreadyExists(
             "REQUEST_ID_REUSED",

@@ -154,6 +154,21 @@ class BatchPosting:
     def last_recorded_ns(self) -> int:
         return self._ns
 
+    def begin_command(self, request_id: str, now_ns: int) -> None:
+        """Start the next command of a group commit: its entries carry `request_id` and are
+        recorded at or after `now_ns` (still strictly after every earlier entry)."""
+        self._request_id = request_id
+        self._now_ns = now_ns
+        self._ns = max(self._ns, now_ns - 1)
+
+    def recorded_from(self, seq: int) -> list[JournalEntry]:
+        """The entries this batch recorded at positions `seq` onwards, in order."""
+        return [self._new[k] for k in range(seq, self._seq)]
+
+    def entry(self, transfer_id: str) -> JournalEntry | None:
+        """An entry as the working copy sees it (including those recorded by this batch)."""
+        return self._entry(transfer_id)
+
     def apply_all(self, specs: list[TransferSpec]) -> list[ItemOutcome]:
         """Apply every transfer; linked groups succeed or fail as a whole."""
         outcomes: list[ItemOutcome] = []
