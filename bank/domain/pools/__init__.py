@@ -12,7 +12,7 @@ Public surface (the modules behind it are private in spirit; import from here):
 from bank.domain.pools.pool import (
     ClassValuation,
     Deal,
-    LoanLoss,
+    LoanShare,
     PeriodClose,
     PoolAgreement,
     PoolRegister,
@@ -48,7 +48,7 @@ __all__ = [
     "Deal",
     "FundingSplit",
     "Holding",
-    "LoanLoss",
+    "LoanShare",
     "PeriodClose",
     "PoolAgreement",
     "PoolRegister",

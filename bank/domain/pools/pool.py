@@ -152,10 +152,13 @@ class PeriodClose:
 
 
 @dataclass(frozen=True, slots=True)
-class LoanLoss:
-    """A loan's losses in the pool: what was charged off and recovered, and who bore it."""
+class LoanShare:
+    """The pool's share of one loan: balances, what was charged off and recovered, and who
+    bore the losses (provisions and charge-offs beyond them) and had them restored."""
 
     loan_id: str
+    principal_minor: int
+    accrued_interest_minor: int
     charged_off_minor: int
     recovered_minor: int
     provisions_minor: int
@@ -560,9 +563,11 @@ class PoolRegister:
             return None
         return nav_per_unit(self._holders_capital(class_id), units, self.agreement.currency)
 
-    def loan_loss(self, loan_id: str) -> LoanLoss:
+    def loan(self, loan_id: str) -> LoanShare:
+        """The pool's share of `loan_id`; raises `NotFound` (`LOAN_NOT_IN_POOL`)."""
         loan = self._loan(loan_id)
-        return LoanLoss(loan_id, loan.charged_off_minor, loan.recovered_minor,
+        return LoanShare(loan_id, loan.principal_minor, loan.accrued_minor,
+                         loan.charged_off_minor, loan.recovered_minor,
                         loan.provisions_minor, tuple(sorted(loan.borne.items())),
                         tuple(sorted(loan.restored.items())))
 

@@ -6,8 +6,9 @@
   minor units in each participant's capital account.
 - A subscription buys `amount / NAV` units rounded DOWN to the micro-unit (`units_for_amount`):
   the subscriber never gets a unit fraction it did not pay for.
-- A redemption of `units` pays `units * NAV` rounded DOWN to the minor unit (`amount_for_units`):
-  the pool never pays out a fraction of a penny it does not hold.
+- A partial redemption of `units` pays `units * NAV` rounded DOWN to the minor unit
+  (`amount_for_units`): the pool never pays out a fraction of a penny it does not hold. (A
+  position's last units pay out its whole capital account instead; see `pool`.)
 
 All of it is exact integer arithmetic on scaled values; `Decimal` appears only at the edges.
 """
