@@ -146,6 +146,7 @@ def test_nav_per_unit_is_rounded_half_even_to_eight_places():
 def test_subscriptions_round_units_down_and_redemptions_round_pence_down():
     nav = Decimal("1.03061728")
     assert units_for_amount(50_000_000, nav, "GBP") == 485_146_144_648
+    assert units_for_amount(2, Decimal("3.00000000"), "GBP") == 6_666  # 0.0066666.. units
     assert amount_for_units(485_146_144_648, nav, "GBP") == 49_999_999  # 499,999.99999... GBP
 
 
