@@ -27,6 +27,7 @@ turns the difference between two states into a balanced journal entry.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -57,7 +58,7 @@ TRANSACTIONS_PER_LOAN_MAX = 100_000
 _COMPONENTS = tuple(Component)
 
 
-class LoanStatus:
+class LoanStatus(enum.StrEnum):
     ACTIVE = "ACTIVE"
     CLOSED = "CLOSED"  # nothing receivable and no principal left (an overpayment may remain)
     CHARGED_OFF = "CHARGED_OFF"
@@ -90,7 +91,7 @@ class LoanState:
     """The loan at `business_date`. Amounts are minor units; see the module docstring."""
 
     business_date: date
-    status: str
+    status: LoanStatus
     terms: LoanTerms
     schedules: tuple[RepaymentSchedule, ...]
     instalments: tuple[InstalmentState, ...]
@@ -558,7 +559,7 @@ class _Book:
             buckets=buckets,
         )
 
-    def _status(self, business_date: date, exposure: int) -> str:
+    def _status(self, business_date: date, exposure: int) -> LoanStatus:
         if self.written_off:
             return LoanStatus.WRITTEN_OFF
         if self.charged_off:
