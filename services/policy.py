@@ -19,10 +19,20 @@ ListApprovals, GetApproval        yes     yes     yes              yes       yes
 ApproveOperation, RejectOperation                 yes***
 GetCheckpoint                                                      yes       yes     yes
 ExportBundle                                                       yes       yes
+OnboardMember, UpdateKycStatus    yes     yes
+GetMember                         yes     yes     yes      own     yes       yes     yes
+ListMembers                       yes     yes     yes      own**** yes       yes     yes
+SetConnectedGroup                         yes     yes
+EraseMember                                       yes*****                           yes*****
 
 *  own: only resources of the council named by the certificate's scope.
 ** a council must filter ListAccounts by its own owner_id.
 *** never the maker of the operation (checked in the use case: `bank.app.approvals`).
+**** a council must filter ListMembers by its own council area (`council:<area>` scope).
+***** makes an approval: a second approver (never the maker) approves the erasure itself.
+
+Members' personal data is decrypted only for `PERSONAL_DATA_READERS` (branch staff); every other
+role allowed to read a member gets it without (`personal_data_state` WITHHELD).
 """
 
 from __future__ import annotations
@@ -33,10 +43,12 @@ from typing import Any, Protocol
 
 from bank.domain.errors import PermissionDenied
 from bank.domain.identity import Principal, Role
+from bank.domain.postcodes import council_scope
 
 LEDGER = "/peoplesbank.ledger.v1.LedgerService/"
 APPROVALS = "/peoplesbank.approvals.v1.ApprovalService/"
 AUDIT = "/peoplesbank.audit.v1.AuditService/"
+MEMBERS = "/peoplesbank.members.v1.MemberService/"
 
 
 class Directory(Protocol):
@@ -45,6 +57,8 @@ class Directory(Protocol):
     def account_owners(self, account_ids: Iterable[str]) -> dict[str, str]: ...
 
     def transfer_accounts(self, transfer_id: str) -> set[str]: ...
+
+    def member_council_areas(self, member_ids: list[str]) -> dict[str, str]: ...
 
 
 ScopeRule = Callable[[Principal, Any, Directory], bool]
@@ -93,10 +107,21 @@ def touches_own_account(principal: Principal, request: Any, directory: Directory
     return any(owner == principal.scope for owner in owners.values())
 
 
+def own_member_by_name(principal: Principal, request: Any, directory: Directory) -> bool:
+    member_id = request.name.removeprefix("members/")
+    area = directory.member_council_areas([member_id]).get(member_id)
+    return area is not None and council_scope(area) == principal.scope
+
+
+def own_council_area_filter(principal: Principal, request: Any, directory: Directory) -> bool:
+    return bool(request.council_area) and council_scope(request.council_area) == principal.scope
+
+
 STAFF_READERS = frozenset({Role.TELLER, Role.LOAN_OFFICER, Role.APPROVER, Role.REGULATOR,
                            Role.AUDITOR, Role.OPERATOR})
 MONEY_MOVERS = frozenset({Role.TELLER, Role.LOAN_OFFICER})
 COUNCIL = Role.COUNCIL
+PERSONAL_DATA_READERS = frozenset({Role.TELLER, Role.LOAN_OFFICER, Role.APPROVER})
 
 POLICY: dict[str, Rule] = {
     LEDGER + "CreateAccounts": Rule(MONEY_MOVERS),
@@ -118,6 +143,12 @@ POLICY: dict[str, Rule] = {
     AUDIT + "GetCheckpoint": Rule(frozenset({Role.REGULATOR, Role.AUDITOR, Role.OPERATOR})),
     AUDIT + "ExportBundle": Rule(frozenset({Role.REGULATOR, Role.AUDITOR})),
     APPROVALS + "RejectOperation": Rule(frozenset({Role.APPROVER})),
+    MEMBERS + "OnboardMember": Rule(MONEY_MOVERS),
+    MEMBERS + "GetMember": Rule(STAFF_READERS, ((COUNCIL, own_member_by_name),)),
+    MEMBERS + "ListMembers": Rule(STAFF_READERS, ((COUNCIL, own_council_area_filter),)),
+    MEMBERS + "UpdateKycStatus": Rule(MONEY_MOVERS),
+    MEMBERS + "SetConnectedGroup": Rule(frozenset({Role.LOAN_OFFICER, Role.APPROVER})),
+    MEMBERS + "EraseMember": Rule(frozenset({Role.APPROVER, Role.OPERATOR})),
 }
 
 

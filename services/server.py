@@ -26,6 +26,7 @@ from bank.adapters.clock import SystemClock
 from bank.adapters.keys import KeyRing
 from bank.adapters.sql import SqlUnitOfWork
 from bank.app.group_commit import GroupCommitter
+from bank.app.members import member_council_areas
 from bank.app.ports import Clock
 from bank.app.queries import account_owners, transfer_accounts
 from bank.app.transfers import expire_holds
@@ -45,7 +46,10 @@ from services.generated.peoplesbank.audit.v1 import audit_service_pb2 as audit_p
 from services.generated.peoplesbank.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from services.generated.peoplesbank.members.v1 import member_service_pb2 as members_pb
+from services.generated.peoplesbank.members.v1 import member_service_pb2_grpc as members_grpc
 from services.ledger import CommitSignal, LedgerServicer
+from services.members import MemberServicer, member_cipher
 from services.observability import LedgerCollector, Metrics, ObservabilityInterceptor
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,7 @@ EXPIRY_INTERVAL_S = 1.0
 LEDGER_SERVICE = pb.DESCRIPTOR.services_by_name["LedgerService"].full_name
 APPROVAL_SERVICE = approvals_pb.DESCRIPTOR.services_by_name["ApprovalService"].full_name
 AUDIT_SERVICE = audit_pb.DESCRIPTOR.services_by_name["AuditService"].full_name
+MEMBER_SERVICE = members_pb.DESCRIPTOR.services_by_name["MemberService"].full_name
 DEFAULT_KEYS_DIR = "var/keys"
 
 SERVER_OPTIONS = [
@@ -123,6 +128,9 @@ class UowDirectory:
     def transfer_accounts(self, transfer_id: str) -> set[str]:
         return transfer_accounts(self._uow, transfer_id)
 
+    def member_council_areas(self, member_ids: list[str]) -> dict[str, str]:
+        return member_council_areas(self._uow, member_ids)
+
 
 def tls_credentials(pki_root: Path) -> tuple[grpc.ServerCredentials, Resolver]:
     """Server credentials that require a client certificate from the CA in `pki_root`, and the
@@ -167,10 +175,12 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
     approvals_grpc.add_ApprovalServiceServicer_to_server(ApprovalServicer(uow, clock), server)
     audit_grpc.add_AuditServiceServicer_to_server(
         AuditServicer(uow, clock, keys or KeyRing(Path(DEFAULT_KEYS_DIR))), server)
+    members_grpc.add_MemberServiceServicer_to_server(
+        MemberServicer(uow, clock, member_cipher(keys)), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (LEDGER_SERVICE, APPROVAL_SERVICE, AUDIT_SERVICE, health.SERVICE_NAME,
+        (LEDGER_SERVICE, APPROVAL_SERVICE, AUDIT_SERVICE, MEMBER_SERVICE, health.SERVICE_NAME,
          reflection.SERVICE_NAME), server)
     address = f"{host}:{port}"
     bound = (server.add_secure_port(address, credentials) if credentials
@@ -215,7 +225,7 @@ def _check_health(uow: SqlUnitOfWork, servicer: health.HealthServicer) -> None:
         status = health_pb2.HealthCheckResponse.SERVING
     except Exception:
         status = health_pb2.HealthCheckResponse.NOT_SERVING
-    for service in ("", LEDGER_SERVICE, APPROVAL_SERVICE, AUDIT_SERVICE):
+    for service in ("", LEDGER_SERVICE, APPROVAL_SERVICE, AUDIT_SERVICE, MEMBER_SERVICE):
         servicer.set(service, status)
 
 

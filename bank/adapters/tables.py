@@ -191,6 +191,53 @@ checkpoints = Table(
     CheckConstraint("tree_size >= 0 AND seq >= 1", name="non_negative"),
 )
 
+# Members (migration 0005). Personal data is only ever stored encrypted (`personal_data`,
+# AES-256-GCM under the member's data key); everything else here is not personal. Erasure
+# NULLs the member's wrapped data key and stamps `erased_ns`; nothing is ever deleted.
+connected_groups = Table(
+    "connected_groups", metadata,
+    Column("group_id", String(64), primary_key=True),
+    Column("created_ns", BigInteger, nullable=False),
+)
+
+MEMBER_LEGAL_FORMS = ("individual", "sole_trader", "partnership", "company", "cooperative",
+                      "community_benefit_society", "cic", "charity", "council")
+members = Table(
+    "members", metadata,
+    Column("member_id", String(48), primary_key=True),
+    Column("legal_form", String(32), nullable=False),
+    Column("council_area", String(32), nullable=False),
+    Column("kyc_status", String(16), nullable=False),
+    Column("share_account_id", String(64), ForeignKey("accounts.account_id"), nullable=False,
+           unique=True),
+    Column("deposit_account_id", String(64), ForeignKey("accounts.account_id"), nullable=True,
+           unique=True),
+    Column("connected_group_id", String(64), ForeignKey("connected_groups.group_id"),
+           nullable=True),
+    Column("personal_data", LargeBinary, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+    Column("erased_ns", BigInteger, nullable=True),
+    CheckConstraint("legal_form IN (" + ", ".join(f"'{f}'" for f in MEMBER_LEGAL_FORMS) + ")",
+                    name="legal_form"),
+    CheckConstraint("kyc_status IN ('pending', 'verified', 'rejected', 'expired')",
+                    name="kyc_status"),
+    CheckConstraint("updated_ns >= created_ns AND (erased_ns IS NULL OR erased_ns >= created_ns)",
+                    name="times"),
+)
+Index("ix_members_council_area", members.c.council_area, members.c.member_id)
+Index("ix_members_connected_group", members.c.connected_group_id, members.c.member_id)
+
+member_keys = Table(
+    "member_keys", metadata,
+    Column("member_id", String(48), ForeignKey("members.member_id"), primary_key=True),
+    Column("master_key_id", String(16), nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=True),  # NULL once destroyed (erasure)
+    Column("created_ns", BigInteger, nullable=False),
+    Column("destroyed_ns", BigInteger, nullable=True),
+    CheckConstraint("(wrapped_key IS NULL) = (destroyed_ns IS NOT NULL)", name="destroyed"),
+)
+
 # Tables whose rows are history: never updated, never deleted (triggers enforce it).
 APPEND_ONLY = ("entries", "postings", "requests", "audit_log", "approvals", "approval_decisions",
-               "checkpoints")
+               "checkpoints", "connected_groups")

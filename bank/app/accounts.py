@@ -94,27 +94,40 @@ def create_accounts(uow: UnitOfWork, clock: Clock, principal: Principal, request
                       {"accounts": [spec.as_body() for spec in specs]})
 
     def handler(ctx: Context) -> tuple[BatchResult, Head]:
-        existing = {a.account_id: a for a in ctx.tx.get_accounts([s.account_id for s in specs])}
-        new: dict[str, Account] = {}
-        items = []
-        for index, spec in enumerate(specs):
-            wanted = spec.as_account(ctx.now_ns)
-            found = new.get(spec.account_id) or existing.get(spec.account_id)
-            error = None
-            if found is None:
-                new[spec.account_id] = wanted
-            elif not found.same_definition(wanted):
-                error = AlreadyExists(
-                    "ACCOUNT_ID_REUSED",
-                    f"account {spec.account_id!r} already exists with a different definition",
-                    metadata={"account_id": spec.account_id})
-            items.append(ItemResult(index, spec.account_id, error))
-        ctx.tx.insert_accounts(list(new.values()))
-        ctx.effects.extend(["account", a.account_id, canonical_hash(a.definition())]
-                           for a in new.values())
-        return BatchResult(tuple(items)), ctx.head
+        items, new = plan_accounts(ctx, specs)
+        insert_accounts(ctx, new)
+        return BatchResult(items), ctx.head
 
     return run_command(uow, clock, command, handler, BatchResult.from_json, timeout_s)
+
+
+def plan_accounts(ctx: Context, specs: list[AccountSpec]
+                  ) -> tuple[tuple[ItemResult, ...], list[Account]]:
+    """One result per spec, and the accounts to insert; writes nothing. An identical
+    existing account is a success; one with a different definition is ACCOUNT_ID_REUSED."""
+    existing = {a.account_id: a for a in ctx.tx.get_accounts([s.account_id for s in specs])}
+    new: dict[str, Account] = {}
+    items = []
+    for index, spec in enumerate(specs):
+        wanted = spec.as_account(ctx.now_ns)
+        found = new.get(spec.account_id) or existing.get(spec.account_id)
+        error = None
+        if found is None:
+            new[spec.account_id] = wanted
+        elif not found.same_definition(wanted):
+            error = AlreadyExists(
+                "ACCOUNT_ID_REUSED",
+                f"account {spec.account_id!r} already exists with a different definition",
+                metadata={"account_id": spec.account_id})
+        items.append(ItemResult(index, spec.account_id, error))
+    return tuple(items), list(new.values())
+
+
+def insert_accounts(ctx: Context, accounts: list[Account]) -> None:
+    """Insert planned accounts in the command's transaction, recording them for the audit."""
+    ctx.tx.insert_accounts(accounts)
+    ctx.effects.extend(["account", a.account_id, canonical_hash(a.definition())]
+                       for a in accounts)
 
 
 def close_account(uow: UnitOfWork, clock: Clock, principal: Principal, request_id: str,

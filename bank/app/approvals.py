@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bank.app.accounts import BatchResult
+from bank.app.members import ERASE_OPERATION, execute_erasure
 from bank.app.ports import Clock, Head, UnitOfWork
 from bank.app.transfers import apply_transfers
 from bank.app.unit import Command, Context, run_command
@@ -26,7 +27,8 @@ class ApprovalView:
 
     @property
     def result(self) -> BatchResult | None:
-        if self.decision is None or not self.decision.outcome_json:
+        if self.decision is None or not self.decision.outcome_json or (
+                self.approval.operation != "CreateTransfers"):
             return None
         return BatchResult.from_json(json.loads(self.decision.outcome_json))
 
@@ -100,18 +102,27 @@ def approve(uow: UnitOfWork, clock: Clock, checker: Principal, request_id: str,
         payload = json.loads(approval.payload_json)
         ensure(canonical_hash(payload) == approval.payload_sha256,
                f"approval {approval_id} payload does not match its hash")
-        ensure(approval.operation == "CreateTransfers",
-               f"no executor for approved operation {approval.operation!r}")
-        specs = [TransferSpec.from_json(item) for item in payload["transfers"]]
-        validate_specs(specs)
-        result, head = apply_transfers(ctx, specs, clock.business_date(),
-                                       approval.maker_request_id)
+        outcome, head = _execute(ctx, clock, approval, payload)
         ctx.tx.insert_decision(Decision(approval_id, True, checker, ctx.now_ns, note,
-                                        json.dumps(result.to_json(), sort_keys=True)))
+                                        json.dumps(outcome, sort_keys=True)))
         ctx.effects.append(["decision", approval_id, True])
         return DecisionResult(approval_id), head
 
     return run_command(uow, clock, command, handler, DecisionResult.from_json, timeout_s)
+
+
+def _execute(ctx: Context, clock: Clock, approval: Approval, payload: dict[str, Any]
+             ) -> tuple[dict[str, Any], Head]:
+    """Run an approved operation exactly as made: one executor per operation that can wait
+    for a second approver. Returns the operation's outcome (stored with the decision)."""
+    if approval.operation == ERASE_OPERATION:
+        return execute_erasure(ctx, payload)
+    ensure(approval.operation == "CreateTransfers",
+           f"no executor for approved operation {approval.operation!r}")
+    specs = [TransferSpec.from_json(item) for item in payload["transfers"]]
+    validate_specs(specs)
+    result, head = apply_transfers(ctx, specs, clock.business_date(), approval.maker_request_id)
+    return result.to_json(), head
 
 
 def reject(uow: UnitOfWork, clock: Clock, checker: Principal, request_id: str,

@@ -14,6 +14,7 @@ from typing import Protocol
 from bank.domain.accounts import Account, AccountStatus, Totals
 from bank.domain.approvals import Approval, Decision
 from bank.domain.entries import JournalEntry, Posting
+from bank.domain.members import Member, WrappedKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,35 @@ class AccountFilter:
     owner_id: str | None = None
     currency: str | None = None
     owner_ids: tuple[str, ...] | None = None  # restrict to these owners (council scope)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberFilter:
+    council_area: str | None = None
+    legal_form: str | None = None
+    kyc_status: str | None = None
+    connected_group: str | None = None
+
+
+class MemberCipher(Protocol):
+    """Envelope encryption of members' personal data (`bank.adapters.member_crypto`).
+    Data that fails to authenticate raises `InvariantViolation`."""
+
+    def seal_new(self, member_id: str, plaintext: bytes) -> tuple[WrappedKey, bytes]:
+        """A new data key for the member, wrapped, and `plaintext` encrypted under it."""
+        ...
+
+    def open(self, member_id: str, key: WrappedKey, ciphertext: bytes) -> bytes: ...
+
+    def rewrap(self, member_id: str, key: WrappedKey) -> WrappedKey:
+        """The same data key wrapped under the active master key."""
+        ...
+
+    def digest(self, member_id: str, plaintext: bytes) -> str:
+        """A keyed digest of personal data, for request fingerprints."""
+        ...
+
+    def active_master_key_id(self) -> str: ...
 
 
 class LedgerReader(Protocol):
@@ -120,6 +150,23 @@ class LedgerReader(Protocol):
         """How many audit leaves were recorded before `recorded_ns`."""
         ...
 
+    def get_member(self, member_id: str) -> Member | None: ...
+
+    def get_member_secret(self, member_id: str) -> tuple[WrappedKey | None, bytes] | None:
+        """The member's wrapped data key (None once erased) and personal-data ciphertext."""
+        ...
+
+    def list_members(self, after_id: str, limit: int, flt: MemberFilter) -> list[Member]: ...
+
+    def member_council_areas(self, member_ids: Sequence[str]) -> dict[str, str]: ...
+
+    def connected_group_exists(self, group_id: str) -> bool: ...
+
+    def keys_to_rewrap(self, active_key_id: str, after_id: str, limit: int
+                       ) -> list[tuple[str, WrappedKey]]:
+        """Live data keys not wrapped under `active_key_id`, by member id after `after_id`."""
+        ...
+
     def posted_sums(self, upto_seq: int) -> list[tuple[str, int, int]]:
         """(currency, posted debits, posted credits) over entries up to position `upto_seq`."""
         ...
@@ -155,6 +202,20 @@ class LedgerWriter(LedgerReader, Protocol):
     def insert_decision(self, decision: Decision) -> None: ...
 
     def insert_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
+
+    def insert_member(self, member: Member, key: WrappedKey, ciphertext: bytes) -> None: ...
+
+    def save_member_state(self, member: Member) -> None:
+        """Store the mutable fields: KYC status, connected group, updated and erased times."""
+        ...
+
+    def insert_connected_group(self, group_id: str, created_ns: int) -> None: ...
+
+    def destroy_member_key(self, member_id: str, at_ns: int) -> None:
+        """Crypto-shredding: the wrapped data key is overwritten with NULL, for good."""
+        ...
+
+    def save_wrapped_key(self, member_id: str, key: WrappedKey) -> None: ...
 
 
 class UnitOfWork(Protocol):

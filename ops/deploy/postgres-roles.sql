@@ -168,6 +168,16 @@ BEGIN
   ELSE
     GRANT UPDATE (next_seq, last_recorded_ns, audit_size) ON public.ledger_head TO bank_app;
   END IF;
+  -- Members (bank/adapters/sql_members.py): KYC status, connected group and erasure; and the
+  -- wrapped data key, rewrapped on master key rotation and NULLed by erasure (crypto-shredding
+  -- is an UPDATE: bank_app deletes nothing).
+  IF to_regclass('public.members') IS NULL THEN
+    RAISE NOTICE 'table members does not exist yet: run this again after `bank db upgrade`';
+  ELSE
+    GRANT UPDATE (kyc_status, connected_group_id, updated_ns, erased_ns)
+      ON public.members TO bank_app;
+    GRANT UPDATE (master_key_id, wrapped_key, destroyed_ns) ON public.member_keys TO bank_app;
+  END IF;
   -- Alembic's bookkeeping is the migrator's business: bank_app reads it (`bank serve
   -- --no-migrate` and `bank db current` compare it with the code) and writes nothing to it.
   IF to_regclass('public.alembic_version') IS NOT NULL THEN
@@ -189,7 +199,7 @@ END $$;
 DO $$
 DECLARE
   history CONSTANT text[] := ARRAY['entries', 'postings', 'requests', 'audit_log', 'approvals',
-                                   'approval_decisions', 'checkpoints'];
+                                   'approval_decisions', 'checkpoints', 'connected_groups'];
   name text;
 BEGIN
   FOREACH name IN ARRAY history LOOP
@@ -219,8 +229,8 @@ ALTER DEFAULT PRIVILEGES FOR ROLE bank_migrator IN SCHEMA public
 DO $$
 DECLARE
   history CONSTANT text[] := ARRAY['entries', 'postings', 'requests', 'audit_log', 'approvals',
-                                   'approval_decisions', 'checkpoints'];
-  mutable CONSTANT text[] := ARRAY['accounts', 'ledger_head'];
+                                   'approval_decisions', 'checkpoints', 'connected_groups'];
+  mutable CONSTANT text[] := ARRAY['accounts', 'ledger_head', 'members', 'member_keys'];
   tbl record;
   privilege text;
 BEGIN

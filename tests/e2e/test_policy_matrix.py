@@ -15,7 +15,9 @@ from bank.domain.identity import Role
 from services.generated.peoplesbank.approvals.v1 import approval_service_pb2 as apb
 from services.generated.peoplesbank.audit.v1 import audit_service_pb2 as aupb
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
-from services.policy import APPROVALS, AUDIT, LEDGER, POLICY
+from services.generated.peoplesbank.members.v1 import member_service_pb2 as mpb
+from services.policy import APPROVALS, AUDIT, LEDGER, MEMBERS, POLICY
+from tests.e2e.member_support import MemberClient, onboard_request
 from tests.helpers import account, error_info, request_id, transfer
 
 ROLES = [r for r in Role if r is not Role.SYSTEM]
@@ -50,6 +52,18 @@ CALLS: dict[str, tuple[Any, Any]] = {
         request_id=request_id(), name="approvals/none"), apb.Approval),
     AUDIT + "GetCheckpoint": (lambda: aupb.GetCheckpointRequest(), aupb.SignedCheckpoint),
     AUDIT + "ExportBundle": (lambda: aupb.ExportBundleRequest(), aupb.BundleChunk),
+    MEMBERS + "OnboardMember": (lambda: onboard_request(f"m-{request_id()[:8]}"), mpb.Member),
+    MEMBERS + "GetMember": (lambda: mpb.GetMemberRequest(name="members/mp"), mpb.Member),
+    MEMBERS + "ListMembers": (lambda: mpb.ListMembersRequest(council_area="preston"),
+                              mpb.ListMembersResponse),
+    MEMBERS + "UpdateKycStatus": (lambda: mpb.UpdateKycStatusRequest(
+        request_id=request_id(), name="members/mp", kyc_status=mpb.KYC_STATUS_VERIFIED),
+        mpb.Member),
+    MEMBERS + "SetConnectedGroup": (lambda: mpb.SetConnectedGroupRequest(
+        request_id=request_id(), name="members/mp", connected_group="connectedGroups/g1"),
+        mpb.Member),
+    MEMBERS + "EraseMember": (lambda: mpb.EraseMemberRequest(
+        request_id=request_id(), name="members/mp"), mpb.EraseMemberResponse),
 }
 STREAMING = {LEDGER + "WatchEntries", AUDIT + "ExportBundle"}
 
@@ -59,6 +73,9 @@ def test_every_method_of_the_policy_is_in_this_matrix():
 
 
 def _seed(ledger: Any) -> None:
+    """Accounts of the bank and two councils, and member `mp` of Preston (a council's own)."""
+    MemberClient(ledger.channel).OnboardMember(onboard_request("mp", "COOPERATIVE",
+                                                               deposit=False))
     accounts = [account("cash", "ASSET", owner=("BANK", "bank")), account("m1"),
                 account("empty"), account("cp", owner=("COUNCIL", "council:preston")),
                 account("cl", owner=("COUNCIL", "council:lancaster"))]

@@ -32,16 +32,28 @@ from sqlalchemy import create_engine, make_url, text
 from bank.adapters import migrate
 from bank.adapters.clock import FixedClock
 from bank.adapters.keys import KeyRing
+from bank.adapters.member_crypto import EnvelopeCipher, MasterKeyRing
 from bank.adapters.sql import SqlUnitOfWork, make_engine
 from bank.adapters.tables import APPEND_ONLY, metadata
 from bank.app.accounts import AccountSpec, close_account, create_accounts
+from bank.app.approvals import approve
 from bank.app.audit import sign_checkpoint, verify_audit
 from bank.app.check import check_ledger
+from bank.app.members import (
+    Application,
+    get_member,
+    onboard_member,
+    request_erasure,
+    rewrap_member_keys,
+    set_connected_group,
+    update_kyc_status,
+)
 from bank.app.queries import get_account, get_transfer, statement
 from bank.app.transfers import create_transfers
 from bank.domain.accounts import AccountType, OwnerKind, Side
 from bank.domain.entries import PostingLine, TransferKind, TransferSpec
 from bank.domain.identity import Principal, Role
+from bank.domain.members import KycStatus, LegalForm, PersonalData
 
 pytestmark = pytest.mark.postgresql
 
@@ -127,6 +139,22 @@ def _refused(conn: psycopg.Connection[tuple[object, ...]], statement_sql: str) -
     return str(refusal.value)
 
 
+def _member_lifecycle(uow: SqlUnitOfWork, clock: FixedClock, keys: Path) -> None:
+    """Members need only the UPDATE grants of step 4: KYC, groups, key rewrap and erasure
+    (crypto-shredding is an UPDATE; nothing is deleted)."""
+    ring = MasterKeyRing(keys / "member-master")
+    cipher = EnvelopeCipher(ring)
+    onboard_member(uow, clock, cipher, TELLER, "req-member", Application(
+        "m-9", LegalForm.COOPERATIVE, PersonalData("Roles Co-op", "PR1 2HE"), False))
+    update_kyc_status(uow, clock, TELLER, "req-kyc", "m-9", KycStatus.VERIFIED)
+    set_connected_group(uow, clock, TELLER, "req-group", "m-9", "g-1")
+    ring.rotate()
+    assert rewrap_member_keys(uow, clock, cipher, "req-rewrap") == 1
+    erasure = request_erasure(uow, clock, TELLER, "req-erase", "m-9")
+    approve(uow, clock, Principal("abe", Role.APPROVER), "req-approve", erasure.approval_id)
+    assert get_member(uow, cipher, "m-9").member.erased
+
+
 def _run_the_service(uow: SqlUnitOfWork, clock: FixedClock, keys: Path) -> None:
     """What `bank serve`, `bank audit sign|verify` and `bank check` do, through the use cases."""
     opened = create_accounts(uow, clock, TELLER, "req-open", [
@@ -162,6 +190,8 @@ def _run_the_service(uow: SqlUnitOfWork, clock: FixedClock, keys: Path) -> None:
     report = verify_audit(uow, ring.verifiers())
     assert report.ok, report.problems
     assert check_ledger(uow).ok
+    _member_lifecycle(uow, clock, keys)
+    assert verify_audit(uow, ring.verifiers()).ok
 
 
 def test_the_service_runs_as_bank_app_and_the_database_refuses_it_everything_else(
