@@ -383,30 +383,53 @@ def test_two_in_process_servers_on_postgres_keep_the_ledger_consistent(pg_url, c
 
 
 # -- (b) two server processes over one PostgreSQL database ----------------------------------------
-class ServerProcesses:
-    """`bank serve` processes on free ports; whatever happens, none outlives the test."""
+# Reconnect to a restarted server within a fraction of a second, not gRPC's default backoff of
+# seconds (which would only slow the tests down, not change what they show).
+RECONNECT_FAST = [("grpc.initial_reconnect_backoff_ms", 100),
+                  ("grpc.min_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
 
-    def __init__(self, url: str, count: int, log_dir: Path) -> None:
+
+class ServerProcesses:
+    """`bank serve` processes on free ports; whatever happens, none outlives the test.
+
+    `serve_args` are added to every `bank serve` command line (e.g. `--keys-dir`). A server
+    that died (or was killed) can be started again on its port with `restart`; its log goes on.
+    """
+
+    def __init__(self, url: str, count: int, log_dir: Path,
+                 serve_args: tuple[str, ...] = ()) -> None:
         self.url = url
+        self.serve_args = serve_args
         self.logs = [log_dir / f"server-{i}.log" for i in range(count)]
+        self.ports: list[int] = []
         self.processes: list[subprocess.Popen[bytes]] = []
         self.channels: list[grpc.Channel] = []
 
-    def start(self) -> list[Stub]:
+    def _spawn(self, index: int, mode: str) -> subprocess.Popen[bytes]:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop("BANK_DATABASE_URL", None)
-        ports = [free_port() for _ in self.logs]
-        for port, log in zip(ports, self.logs, strict=True):
-            with log.open("wb") as out:
-                self.processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "bank.cli", "--database-url", self.url,
-                     "--plaintext-dev", "serve", "--port", str(port), "--metrics-port", "0"],
-                    cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL))
-        self.channels = [grpc.insecure_channel(f"127.0.0.1:{port}") for port in ports]
+        with self.logs[index].open(mode) as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "bank.cli", "--database-url", self.url,
+                 "--plaintext-dev", "serve", "--port", str(self.ports[index]),
+                 "--metrics-port", "0", *self.serve_args],
+                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL)
+
+    def start(self) -> list[Stub]:
+        self.ports = [free_port() for _ in self.logs]
+        self.processes = [self._spawn(i, "wb") for i in range(len(self.logs))]
+        self.channels = [grpc.insecure_channel(f"127.0.0.1:{port}", options=RECONNECT_FAST)
+                         for port in self.ports]
         for ch, process, log in zip(self.channels, self.processes, self.logs, strict=True):
             wait_serving(ch, process, log)
         return [Stub(ch) for ch in self.channels]
+
+    def restart(self, index: int) -> None:
+        """Start server `index` again on its port (it must have exited); wait until it serves."""
+        assert self.processes[index].poll() is not None, "the server is still running"
+        self.processes[index] = self._spawn(index, "ab")
+        wait_serving(self.channels[index], self.processes[index], self.logs[index])
 
     def output(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text()}" for log in self.logs)
