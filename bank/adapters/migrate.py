@@ -8,7 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 import migrations
 
@@ -22,10 +22,23 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
+# Key of the PostgreSQL advisory lock that serialises schema changes: servers started together
+# on an empty database would otherwise race to create the same tables.
+MIGRATION_LOCK_KEY = 0x62616E6B  # "bank"
+
+
+def _serialised(conn: Connection) -> None:
+    """On PostgreSQL, wait for any other process migrating this database (the lock is held
+    until this transaction ends); SQLite's single writer already serialises."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Apply migrations up to `revision` in one connection."""
+    """Apply migrations up to `revision` in one transaction, one process at a time."""
     config = alembic_config(engine)
     with engine.begin() as conn:
+        _serialised(conn)
         config.attributes["connection"] = conn
         command.upgrade(config, revision)
 
@@ -33,6 +46,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 def downgrade(engine: Engine, revision: str) -> None:
     config = alembic_config(engine)
     with engine.begin() as conn:
+        _serialised(conn)
         config.attributes["connection"] = conn
         command.downgrade(config, revision)
 

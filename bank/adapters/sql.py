@@ -145,10 +145,17 @@ def _translated() -> Iterator[None]:
         if isinstance(error, OperationalError) and "database is locked" in str(error):
             raise Unavailable("DATABASE_LOCKED", "the database stayed locked by another writer; "
                               "retry with the same request_id") from error
-        if error.connection_invalidated or code in _UNAVAILABLE:
+        if error.connection_invalidated or code in _UNAVAILABLE or _connect_failed(error):
             raise Unavailable("DATABASE_UNAVAILABLE", "the database is unavailable; retry "
                               "with the same request_id") from error
         raise
+
+
+def _connect_failed(error: DBAPIError) -> bool:
+    """PostgreSQL refused or dropped a new connection (down, starting, shutting down): the
+    driver raises OperationalError with no SQLSTATE, and SQLAlchemy does not flag it."""
+    return (isinstance(error, OperationalError) and getattr(error.orig, "sqlstate", None) is None
+            and type(error.orig).__module__.startswith("psycopg"))
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:

@@ -22,9 +22,9 @@ loopback, on SQLite and PostgreSQL wherever the case applies.
    earlier ids, and some requests (new and replayed) are sent at the same instant from three
    threads. Effects are exactly once and every answer to one request id is the original.
 
-Two bugs found on the way are pinned by strict xfail tests: a PostgreSQL outage answered with
-INTERNAL instead of UNAVAILABLE, and servers started at once on an empty database racing to
-migrate it.
+Two bugs found on the way have tests of their own: a PostgreSQL outage must be answered with
+UNAVAILABLE (not INTERNAL), and servers started at once on an empty database must not race to
+migrate it (an advisory lock serialises migrations).
 
 The final ledger checks (balances equal what the recorded transfers imply, one audit leaf and
 one request row per distinct request, dense positions, the ledger self-check) are
@@ -500,10 +500,6 @@ def test_bank_invariant_holds_with_three_server_processes_on_one_postgres(pg_dat
 
 @pytest.mark.postgresql
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: `bank serve` runs the migrations (bank.adapters.migrate.upgrade) without any lock, "
-    "so servers started at once on an empty PostgreSQL database race to create the schema and "
-    "the losers exit 1 with IntegrityError UniqueViolation on pg_type_typname_nsp_index"))
 def test_servers_started_at_once_on_an_empty_postgres_database_all_come_up(pg_databases,
                                                                            tmp_path):
     """Three servers started together on a fresh database, up to five times: all must serve.
@@ -715,12 +711,6 @@ def test_postgres_restarted_under_load_the_server_recovers_by_itself(private_pos
 
 @pytest.mark.postgresql
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: a PostgreSQL connection that cannot be opened (connection refused, 'the database "
-    "system is shutting down') is not translated by bank.adapters.sql._translated (psycopg's "
-    "connect errors carry no SQLSTATE and SQLAlchemy does not flag them as disconnects), so "
-    "the call fails with INTERNAL 'internal error' and logs 'invariant violated' instead of "
-    "UNAVAILABLE 'retry with the same request_id'"))
 def test_a_postgres_outage_is_unavailable_not_internal(private_postgres, tmp_path):
     url = private_postgres.create_database("bank")
     servers = ServerProcesses(url, 1, tmp_path)
