@@ -27,7 +27,9 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    literal,
     select,
+    tuple_,
     update,
 )
 from sqlalchemy.engine import Row
@@ -341,6 +343,20 @@ class SqlLedger(SqlMemberStore):
     def save_account_totals(self, accounts: Sequence[Account]) -> None:
         if not accounts:
             return
+        if self.is_postgres:  # one statement for the batch (writers hold the head lock already)
+            ordered = sorted(accounts, key=lambda a: a.account_id)
+            self.conn.exec_driver_sql(
+                "UPDATE accounts SET debits_posted = v.dp, credits_posted = v.cp, "
+                "debits_pending = v.dq, credits_pending = v.cq FROM (SELECT "
+                "unnest(%(ids)s::text[]) AS id, unnest(%(dp)s::bigint[]) AS dp, "
+                "unnest(%(cp)s::bigint[]) AS cp, unnest(%(dq)s::bigint[]) AS dq, "
+                "unnest(%(cq)s::bigint[]) AS cq) AS v WHERE accounts.account_id = v.id",
+                {"ids": [a.account_id for a in ordered],
+                 "dp": [a.totals.debits_posted for a in ordered],
+                 "cp": [a.totals.credits_posted for a in ordered],
+                 "dq": [a.totals.debits_pending for a in ordered],
+                 "cq": [a.totals.credits_pending for a in ordered]})
+            return
         c = t.accounts.c
         statement = update(t.accounts).where(c.account_id == bindparam("b_id")).values(
             debits_posted=bindparam("b_dp"), credits_posted=bindparam("b_cp"),
@@ -431,7 +447,8 @@ class SqlLedger(SqlMemberStore):
         p = t.postings.c
         query = select(t.postings).where(
             p.account_id == account_id, p.effect == "post",
-            (p.entry_seq > after_seq) | and_(p.entry_seq == after_seq, p.idx > after_index))
+            # A row comparison, so both databases seek the index to the page's start.
+            tuple_(p.entry_seq, p.idx) > tuple_(literal(after_seq), literal(after_index)))
         if from_ns is not None:
             query = query.where(p.recorded_ns >= from_ns)
         if to_ns is not None:
