@@ -238,6 +238,166 @@ member_keys = Table(
     CheckConstraint("(wrapped_key IS NULL) = (destroyed_ns IS NOT NULL)", name="destroyed"),
 )
 
+# The lending book (migration 0006). Products, schedule versions and loan transactions are
+# history (append-only); a loan row carries its lifecycle state and a cache of its latest
+# servicing figures; `loan_balances` holds what has been booked to the ledger per bucket, so a
+# posting is always (the engine's new state) - (booked). Arrears history is derived data: a
+# backdated transaction recomputes it from its date. `business_date` is one row.
+LOAN_STATUSES = ("APPLIED", "APPROVED", "REJECTED", "ACTIVE", "CHARGED_OFF", "WRITTEN_OFF",
+                 "CLOSED")
+LOAN_OWNERSHIPS = ("cooperative", "employee_owned", "other")
+LOAN_TRANSACTION_KINDS = ("disbursement", "repayment", "forbearance", "charge_off", "write_off",
+                          "recovery", "fee", "waiver", "refund", "payoff")
+LOAN_BUCKET_COLUMNS = (
+    "principal_outstanding_minor", "interest_receivable_minor", "fee_receivable_minor",
+    "penalty_receivable_minor", "impairment_expense_minor", "cash_minor",
+    "overpayment_liability_minor", "provision_required_minor", "interest_income_minor",
+    "fee_income_minor", "penalty_income_minor", "recovered_minor",
+    "written_off_principal_minor", "written_off_interest_minor", "written_off_fees_minor")
+LOAN_ACCOUNT_COLUMNS = ("principal_account_id", "interest_account_id", "fee_account_id",
+                        "penalty_account_id", "allowance_account_id", "overpayment_account_id")
+
+loan_products = Table(
+    "loan_products", metadata,
+    Column("product_id", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("name", String(200), nullable=False),
+    Column("terms_json", Text, nullable=False),
+    Column("principal_min_minor", BigInteger, nullable=False),
+    Column("principal_max_minor", BigInteger, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    CheckConstraint("version >= 1", name="version_positive"),
+    CheckConstraint("principal_min_minor >= 1 AND principal_max_minor >= principal_min_minor",
+                    name="principal_range"),
+)
+
+loans = Table(
+    "loans", metadata,
+    Column("loan_id", String(40), primary_key=True),
+    Column("member_id", String(48), ForeignKey("members.member_id"), nullable=False),
+    Column("product_id", String(64), nullable=False),
+    Column("product_version", Integer, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("amount_applied_minor", BigInteger, nullable=False),
+    Column("amount_approved_minor", BigInteger, nullable=True),
+    Column("purpose", String(500), nullable=False),
+    Column("jobs_created", Integer, nullable=False),
+    Column("jobs_safeguarded", Integer, nullable=False),
+    Column("living_wage_employer", Boolean, nullable=False),
+    Column("ownership", String(16), nullable=False),
+    Column("council_area", String(32), nullable=False),
+    Column("terms_json", Text, nullable=True),  # frozen at approval, never changed after
+    Column("applied_by", String(128), nullable=False),
+    Column("applied_ns", BigInteger, nullable=False),
+    Column("decided_by", String(128), nullable=True),
+    Column("decided_ns", BigInteger, nullable=True),
+    Column("decision_note", String(256), nullable=False),
+    Column("disbursed_on", Date, nullable=True),
+    Column("settlement_account_id", String(64), ForeignKey("accounts.account_id"),
+           nullable=True),
+    *(Column(name, String(64), ForeignKey("accounts.account_id"), nullable=True)
+      for name in LOAN_ACCOUNT_COLUMNS),
+    Column("forborne", Boolean, nullable=False),
+    Column("days_past_due", Integer, nullable=False),
+    Column("arrears_bucket", String(8), nullable=False),
+    Column("stage", SmallInteger, nullable=False),
+    Column("arrears_minor", BigInteger, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+    CheckConstraint("status IN (" + ", ".join(f"'{s}'" for s in LOAN_STATUSES) + ")",
+                    name="status"),
+    CheckConstraint("ownership IN (" + ", ".join(f"'{o}'" for o in LOAN_OWNERSHIPS) + ")",
+                    name="ownership"),
+    CheckConstraint("amount_applied_minor > 0 AND (amount_approved_minor IS NULL OR "
+                    "(amount_approved_minor > 0 AND amount_approved_minor <= "
+                    "amount_applied_minor))", name="amounts"),
+    CheckConstraint("jobs_created >= 0 AND jobs_safeguarded >= 0", name="jobs"),
+    CheckConstraint("status IN ('APPLIED', 'REJECTED') OR (terms_json IS NOT NULL AND "
+                    "amount_approved_minor IS NOT NULL AND decided_by IS NOT NULL)",
+                    name="approved_terms"),
+    CheckConstraint("decided_by IS NULL OR decided_by <> applied_by", name="two_people"),
+    CheckConstraint("status IN ('APPLIED', 'APPROVED', 'REJECTED') OR "
+                    "(disbursed_on IS NOT NULL AND principal_account_id IS NOT NULL)",
+                    name="disbursed"),
+    CheckConstraint("days_past_due >= 0 AND stage BETWEEN 0 AND 3 AND arrears_minor >= 0",
+                    name="arrears"),
+)
+Index("ix_loans_member", loans.c.member_id, loans.c.loan_id)
+Index("ix_loans_status", loans.c.status, loans.c.loan_id)
+Index("ix_loans_council_area", loans.c.council_area, loans.c.loan_id)
+
+loan_schedules = Table(
+    "loan_schedules", metadata,
+    Column("loan_id", String(40), ForeignKey("loans.loan_id"), primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("effective_from", Date, nullable=False),
+    Column("schedule_json", Text, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+    CheckConstraint("version >= 1", name="version_positive"),
+)
+
+loan_transactions = Table(
+    "loan_transactions", metadata,
+    Column("loan_id", String(40), ForeignKey("loans.loan_id"), primary_key=True),
+    Column("transaction_id", String(64), primary_key=True),
+    Column("business_date", Date, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("amount_minor", BigInteger, nullable=True),
+    Column("payload_json", Text, nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("recorded_ns", BigInteger, nullable=False),
+    CheckConstraint("kind IN (" + ", ".join(f"'{k}'" for k in LOAN_TRANSACTION_KINDS) + ")",
+                    name="kind"),
+    CheckConstraint("amount_minor IS NULL OR amount_minor > 0", name="amount_positive"),
+)
+Index("ix_loan_transactions_date", loan_transactions.c.loan_id,
+      loan_transactions.c.business_date)
+
+loan_balances = Table(
+    "loan_balances", metadata,
+    Column("loan_id", String(40), ForeignKey("loans.loan_id"), primary_key=True),
+    Column("booked_through", Date, nullable=False),
+    *(Column(name, BigInteger, nullable=False) for name in LOAN_BUCKET_COLUMNS),
+    Column("updated_ns", BigInteger, nullable=False),
+)
+
+loan_arrears = Table(
+    "loan_arrears", metadata,
+    Column("loan_id", String(40), ForeignKey("loans.loan_id"), primary_key=True),
+    Column("business_date", Date, primary_key=True),
+    Column("days_past_due", Integer, nullable=False),
+    Column("bucket", String(8), nullable=False),
+    Column("stage", SmallInteger, nullable=False),
+    Column("provision_minor", BigInteger, nullable=False),
+    Column("recorded_ns", BigInteger, nullable=False),
+    CheckConstraint("days_past_due >= 0 AND stage BETWEEN 1 AND 3 AND provision_minor >= 0",
+                    name="values"),
+)
+
+cob_runs = Table(
+    "cob_runs", metadata,
+    Column("business_date", Date, primary_key=True),
+    Column("status", String(12), nullable=False),
+    Column("chunks", Integer, nullable=False),
+    Column("loans", Integer, nullable=False),
+    Column("entries", Integer, nullable=False),
+    Column("started_by", String(128), nullable=False),
+    Column("started_ns", BigInteger, nullable=False),
+    Column("completed_ns", BigInteger, nullable=True),
+    CheckConstraint("status IN ('running', 'completed')", name="status"),
+    CheckConstraint("(status = 'completed') = (completed_ns IS NOT NULL)", name="completed"),
+)
+
+business_date = Table(
+    "business_date", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("business_date", Date, nullable=False),
+    Column("updated_ns", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+)
+
 # Tables whose rows are history: never updated, never deleted (triggers enforce it).
 APPEND_ONLY = ("entries", "postings", "requests", "audit_log", "approvals", "approval_decisions",
-               "checkpoints", "connected_groups")
+               "checkpoints", "connected_groups", "loan_products", "loan_schedules",
+               "loan_transactions")

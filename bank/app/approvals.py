@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bank.app.accounts import BatchResult
+from bank.app.loans import WRITE_OFF_OPERATION, execute_write_off
 from bank.app.members import ERASE_OPERATION, execute_erasure
 from bank.app.ports import Clock, Head, UnitOfWork
 from bank.app.transfers import apply_transfers
@@ -117,6 +118,8 @@ def _execute(ctx: Context, clock: Clock, approval: Approval, payload: dict[str, 
     for a second approver. Returns the operation's outcome (stored with the decision)."""
     if approval.operation == ERASE_OPERATION:
         return execute_erasure(ctx, payload)
+    if approval.operation == WRITE_OFF_OPERATION:
+        return execute_write_off(ctx, clock, payload)
     ensure(approval.operation == "CreateTransfers",
            f"no executor for approved operation {approval.operation!r}")
     specs = [TransferSpec.from_json(item) for item in payload["transfers"]]
