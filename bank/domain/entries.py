@@ -20,7 +20,7 @@ import hashlib
 import json
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -81,10 +81,14 @@ class TransferSpec:
     metadata: tuple[tuple[str, str], ...] = ()
     timeout_seconds: int = 0
     linked: bool = False
+    _fingerprint: str = field(default="", init=False, compare=False, repr=False)
 
     def fingerprint(self) -> str:
-        """SHA-256 of the canonical content: the same transfer id must always mean this."""
-        return canonical_hash(self._body())
+        """SHA-256 of the canonical content: the same transfer id must always mean this.
+        Computed once per spec (the command's fingerprint and the engine both need it)."""
+        if not self._fingerprint:
+            object.__setattr__(self, "_fingerprint", canonical_hash(self._body()))
+        return self._fingerprint
 
     def to_json(self) -> dict[str, object]:
         """Everything needed to rebuild this spec exactly (for commands awaiting approval)."""
