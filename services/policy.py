@@ -24,12 +24,26 @@ GetMember                         yes     yes     yes      own     yes       yes
 ListMembers                       yes     yes     yes      own**** yes       yes     yes
 SetConnectedGroup                         yes     yes
 EraseMember                                       yes*****                           yes*****
+CreateProduct                             yes     yes
+GetProduct, GetLoan, ListLoans,   yes     yes     yes               yes       yes     yes
+  GetPayoffQuote
+ApplyForLoan, DisburseLoan,       yes     yes
+  RecordRepayment, RecordRecovery
+DecideLoan, ChargeOffLoan                         yes+++
+RescheduleLoan                            yes     yes
+WriteOffLoan                              yes     yes++++
+RunCloseOfBusiness                                                                   yes
+GetBusinessDate                   yes     yes     yes      yes     yes       yes     yes
+GetLoanBookReport,                yes     yes     yes      own**** yes       yes     yes
+  GetArrearsReport, GetProvisionReport, GetSocialValueReport
 
 *  own: only resources of the council named by the certificate's scope.
 ** a council must filter ListAccounts by its own owner_id.
 *** never the maker of the operation (checked in the use case: `bank.app.approvals`).
 **** a council must filter ListMembers by its own council area (`council:<area>` scope).
 ***** makes an approval: a second approver (never the maker) approves the erasure itself.
++++ DecideLoan: never the principal who made the application (`bank.app.loans`).
+++++ makes an approval: a second approver (never the maker) runs the write-off.
 
 Members' personal data is decrypted only for `PERSONAL_DATA_READERS` (branch staff); every other
 role allowed to read a member gets it without (`personal_data_state` WITHHELD).
@@ -49,6 +63,7 @@ LEDGER = "/peoplesbank.ledger.v1.LedgerService/"
 APPROVALS = "/peoplesbank.approvals.v1.ApprovalService/"
 AUDIT = "/peoplesbank.audit.v1.AuditService/"
 MEMBERS = "/peoplesbank.members.v1.MemberService/"
+LOANS = "/peoplesbank.loans.v1.LoanService/"
 
 
 class Directory(Protocol):
@@ -149,6 +164,25 @@ POLICY: dict[str, Rule] = {
     MEMBERS + "UpdateKycStatus": Rule(MONEY_MOVERS),
     MEMBERS + "SetConnectedGroup": Rule(frozenset({Role.LOAN_OFFICER, Role.APPROVER})),
     MEMBERS + "EraseMember": Rule(frozenset({Role.APPROVER, Role.OPERATOR})),
+    LOANS + "CreateProduct": Rule(frozenset({Role.LOAN_OFFICER, Role.APPROVER})),
+    LOANS + "GetProduct": Rule(STAFF_READERS),
+    LOANS + "ApplyForLoan": Rule(MONEY_MOVERS),
+    LOANS + "DecideLoan": Rule(frozenset({Role.APPROVER})),
+    LOANS + "DisburseLoan": Rule(MONEY_MOVERS),
+    LOANS + "RecordRepayment": Rule(MONEY_MOVERS),
+    LOANS + "GetLoan": Rule(STAFF_READERS),
+    LOANS + "ListLoans": Rule(STAFF_READERS),
+    LOANS + "GetPayoffQuote": Rule(STAFF_READERS),
+    LOANS + "RescheduleLoan": Rule(frozenset({Role.LOAN_OFFICER, Role.APPROVER})),
+    LOANS + "ChargeOffLoan": Rule(frozenset({Role.APPROVER})),
+    LOANS + "WriteOffLoan": Rule(frozenset({Role.LOAN_OFFICER, Role.APPROVER})),
+    LOANS + "RecordRecovery": Rule(MONEY_MOVERS),
+    LOANS + "RunCloseOfBusiness": Rule(frozenset({Role.OPERATOR})),
+    LOANS + "GetBusinessDate": Rule(STAFF_READERS | {COUNCIL}),
+    LOANS + "GetLoanBookReport": Rule(STAFF_READERS, ((COUNCIL, own_council_area_filter),)),
+    LOANS + "GetArrearsReport": Rule(STAFF_READERS, ((COUNCIL, own_council_area_filter),)),
+    LOANS + "GetProvisionReport": Rule(STAFF_READERS, ((COUNCIL, own_council_area_filter),)),
+    LOANS + "GetSocialValueReport": Rule(STAFF_READERS, ((COUNCIL, own_council_area_filter),)),
 }
 
 

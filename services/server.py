@@ -46,9 +46,12 @@ from services.generated.peoplesbank.audit.v1 import audit_service_pb2 as audit_p
 from services.generated.peoplesbank.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
+from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as loans_pb
+from services.generated.peoplesbank.loans.v1 import loan_service_pb2_grpc as loans_grpc
 from services.generated.peoplesbank.members.v1 import member_service_pb2 as members_pb
 from services.generated.peoplesbank.members.v1 import member_service_pb2_grpc as members_grpc
 from services.ledger import CommitSignal, LedgerServicer
+from services.loans import LoanServicer
 from services.members import MemberServicer, member_cipher
 from services.observability import LedgerCollector, Metrics, ObservabilityInterceptor
 
@@ -63,6 +66,7 @@ LEDGER_SERVICE = pb.DESCRIPTOR.services_by_name["LedgerService"].full_name
 APPROVAL_SERVICE = approvals_pb.DESCRIPTOR.services_by_name["ApprovalService"].full_name
 AUDIT_SERVICE = audit_pb.DESCRIPTOR.services_by_name["AuditService"].full_name
 MEMBER_SERVICE = members_pb.DESCRIPTOR.services_by_name["MemberService"].full_name
+LOAN_SERVICE = loans_pb.DESCRIPTOR.services_by_name["LoanService"].full_name
 DEFAULT_KEYS_DIR = "var/keys"
 
 SERVER_OPTIONS = [
@@ -177,11 +181,12 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
         AuditServicer(uow, clock, keys or KeyRing(Path(DEFAULT_KEYS_DIR))), server)
     members_grpc.add_MemberServiceServicer_to_server(
         MemberServicer(uow, clock, member_cipher(keys)), server)
+    loans_grpc.add_LoanServiceServicer_to_server(LoanServicer(uow, clock), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (LEDGER_SERVICE, APPROVAL_SERVICE, AUDIT_SERVICE, MEMBER_SERVICE, health.SERVICE_NAME,
-         reflection.SERVICE_NAME), server)
+        (LEDGER_SERVICE, APPROVAL_SERVICE, AUDIT_SERVICE, MEMBER_SERVICE, LOAN_SERVICE,
+         health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{host}:{port}"
     bound = (server.add_secure_port(address, credentials) if credentials
              else server.add_insecure_port(address))
@@ -227,6 +232,7 @@ def _check_health(uow: SqlUnitOfWork, servicer: health.HealthServicer) -> None:
         status = health_pb2.HealthCheckResponse.NOT_SERVING
     for service in ("", LEDGER_SERVICE, APPROVAL_SERVICE, AUDIT_SERVICE, MEMBER_SERVICE):
         servicer.set(service, status)
+    servicer.set(LOAN_SERVICE, status)
 
 
 def _expire(uow: SqlUnitOfWork, clock: Clock, signal: CommitSignal) -> None:

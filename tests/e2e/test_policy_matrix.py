@@ -15,8 +15,11 @@ from bank.domain.identity import Role
 from services.generated.peoplesbank.approvals.v1 import approval_service_pb2 as apb
 from services.generated.peoplesbank.audit.v1 import audit_service_pb2 as aupb
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
+from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as lpb
 from services.generated.peoplesbank.members.v1 import member_service_pb2 as mpb
-from services.policy import APPROVALS, AUDIT, LEDGER, MEMBERS, POLICY
+from services.policy import APPROVALS, AUDIT, LEDGER, LOANS, MEMBERS, POLICY
+from tests.e2e.loan_support import application, product_request
+from tests.e2e.loan_support import gbp as gbp_money
 from tests.e2e.member_support import MemberClient, onboard_request
 from tests.helpers import account, error_info, request_id, transfer
 
@@ -64,6 +67,41 @@ CALLS: dict[str, tuple[Any, Any]] = {
         mpb.Member),
     MEMBERS + "EraseMember": (lambda: mpb.EraseMemberRequest(
         request_id=request_id(), name="members/mp"), mpb.EraseMemberResponse),
+    LOANS + "CreateProduct": (lambda: product_request("p-matrix"), lpb.Product),
+    LOANS + "GetProduct": (lambda: lpb.GetProductRequest(name="loanProducts/none"),
+                           lpb.Product),
+    LOANS + "ApplyForLoan": (lambda: application(f"l-{request_id()[:8]}", "mp"), lpb.Loan),
+    LOANS + "DecideLoan": (lambda: lpb.DecideLoanRequest(
+        request_id=request_id(), name="loans/none",
+        decision=lpb.DecideLoanRequest.DECISION_REJECT), lpb.Loan),
+    LOANS + "DisburseLoan": (lambda: lpb.DisburseLoanRequest(
+        request_id=request_id(), name="loans/none"), lpb.Loan),
+    LOANS + "RecordRepayment": (lambda: lpb.RecordRepaymentRequest(
+        request_id=request_id(), name="loans/none", amount=gbp_money(100)),
+        lpb.RecordRepaymentResponse),
+    LOANS + "GetLoan": (lambda: lpb.GetLoanRequest(name="loans/none"), lpb.Loan),
+    LOANS + "ListLoans": (lambda: lpb.ListLoansRequest(), lpb.ListLoansResponse),
+    LOANS + "GetPayoffQuote": (lambda: lpb.GetPayoffQuoteRequest(name="loans/none"),
+                               lpb.PayoffQuote),
+    LOANS + "RescheduleLoan": (lambda: lpb.RescheduleLoanRequest(
+        request_id=request_id(), name="loans/none", instalments=12), lpb.Loan),
+    LOANS + "ChargeOffLoan": (lambda: lpb.ChargeOffLoanRequest(
+        request_id=request_id(), name="loans/none"), lpb.Loan),
+    LOANS + "WriteOffLoan": (lambda: lpb.WriteOffLoanRequest(
+        request_id=request_id(), name="loans/none"), lpb.WriteOffLoanResponse),
+    LOANS + "RecordRecovery": (lambda: lpb.RecordRecoveryRequest(
+        request_id=request_id(), name="loans/none", amount=gbp_money(100)), lpb.Loan),
+    LOANS + "RunCloseOfBusiness": (lambda: lpb.RunCloseOfBusinessRequest(
+        request_id=request_id()), lpb.RunCloseOfBusinessResponse),
+    LOANS + "GetBusinessDate": (lambda: lpb.GetBusinessDateRequest(), lpb.BusinessDate),
+    LOANS + "GetLoanBookReport": (lambda: lpb.LoanReportRequest(council_area="preston"),
+                                  lpb.LoanBookReport),
+    LOANS + "GetArrearsReport": (lambda: lpb.LoanReportRequest(council_area="preston"),
+                                 lpb.ArrearsReport),
+    LOANS + "GetProvisionReport": (lambda: lpb.LoanReportRequest(council_area="preston"),
+                                   lpb.ProvisionReport),
+    LOANS + "GetSocialValueReport": (lambda: lpb.LoanReportRequest(council_area="preston"),
+                                     lpb.SocialValueReport),
 }
 STREAMING = {LEDGER + "WatchEntries", AUDIT + "ExportBundle"}
 
