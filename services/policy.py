@@ -24,6 +24,15 @@ GetMember                         yes     yes     yes      own     yes       yes
 ListMembers                       yes     yes     yes      own**** yes       yes     yes
 SetConnectedGroup                         yes     yes
 EraseMember                                       yes*****                           yes*****
+CreatePool, ClosePeriod******                     yes
+GetPool                           yes     yes     yes      own+    yes       yes     yes
+CommitCapital, CallCapital,       yes     yes
+  Subscribe, Redeem, Distribute,
+  PayServicingFee
+RecordLoanEvent                           yes
+ListPositions                     yes     yes     yes      own**   yes       yes     yes
+GetStatement, ExportStatement     yes     yes     yes      own     yes       yes     yes
+WatchCouncilEntries               yes                      own     yes       yes     yes
 CreateProduct                             yes     yes
 GetProduct, GetLoan, ListLoans,   yes     yes     yes               yes       yes     yes
   GetPayoffQuote
@@ -44,6 +53,9 @@ GetLoanBookReport,                yes     yes     yes      own**** yes       yes
 ***** makes an approval: a second approver (never the maker) approves the erasure itself.
 +++ DecideLoan: never the principal who made the application (`bank.app.loans`).
 ++++ makes an approval: a second approver (never the maker) runs the write-off.
+****** ClosePeriod makes an approval: a second approver (never the maker) runs the close.
++ a council may read the pools it takes part in; ListPositions, GetStatement, ExportStatement
+  and WatchCouncilEntries only for itself (participant / council = its own council area).
 
 Members' personal data is decrypted only for `PERSONAL_DATA_READERS` (branch staff); every other
 role allowed to read a member gets it without (`personal_data_state` WITHHELD).
@@ -64,6 +76,7 @@ APPROVALS = "/peoplesbank.approvals.v1.ApprovalService/"
 AUDIT = "/peoplesbank.audit.v1.AuditService/"
 MEMBERS = "/peoplesbank.members.v1.MemberService/"
 LOANS = "/peoplesbank.loans.v1.LoanService/"
+POOLS = "/peoplesbank.pools.v1.PoolService/"
 
 
 class Directory(Protocol):
@@ -74,6 +87,8 @@ class Directory(Protocol):
     def transfer_accounts(self, transfer_id: str) -> set[str]: ...
 
     def member_council_areas(self, member_ids: list[str]) -> dict[str, str]: ...
+
+    def pool_participants(self, pool_id: str) -> set[str]: ...
 
 
 ScopeRule = Callable[[Principal, Any, Directory], bool]
@@ -132,6 +147,32 @@ def own_council_area_filter(principal: Principal, request: Any, directory: Direc
     return bool(request.council_area) and council_scope(request.council_area) == principal.scope
 
 
+def _council_area(principal: Principal) -> str:
+    return principal.scope.removeprefix("council:") if principal.scope.startswith(
+        "council:") else ""
+
+
+def own_pool_by_name(principal: Principal, request: Any, directory: Directory) -> bool:
+    pool_id = request.name.removeprefix("pools/")
+    area = _council_area(principal)
+    return bool(area) and area in directory.pool_participants(pool_id)
+
+
+def own_participant_filter(principal: Principal, request: Any, directory: Directory) -> bool:
+    return bool(request.participant) and council_scope(request.participant) == principal.scope
+
+
+def own_statement_by_name(principal: Principal, request: Any, directory: Directory) -> bool:
+    participant = request.name.rsplit("/statements/", 1)[-1] if "/statements/" in (
+        request.name) else ""
+    return bool(participant) and council_scope(participant) == principal.scope
+
+
+def own_council_feed(principal: Principal, request: Any, directory: Directory) -> bool:
+    area = request.council.removeprefix("councils/")
+    return request.council.startswith("councils/") and council_scope(area) == principal.scope
+
+
 STAFF_READERS = frozenset({Role.TELLER, Role.LOAN_OFFICER, Role.APPROVER, Role.REGULATOR,
                            Role.AUDITOR, Role.OPERATOR})
 MONEY_MOVERS = frozenset({Role.TELLER, Role.LOAN_OFFICER})
@@ -183,6 +224,22 @@ POLICY: dict[str, Rule] = {
     LOANS + "GetArrearsReport": Rule(STAFF_READERS, ((COUNCIL, own_council_area_filter),)),
     LOANS + "GetProvisionReport": Rule(STAFF_READERS, ((COUNCIL, own_council_area_filter),)),
     LOANS + "GetSocialValueReport": Rule(STAFF_READERS, ((COUNCIL, own_council_area_filter),)),
+    POOLS + "CreatePool": Rule(frozenset({Role.APPROVER})),
+    POOLS + "GetPool": Rule(STAFF_READERS, ((COUNCIL, own_pool_by_name),)),
+    POOLS + "CommitCapital": Rule(MONEY_MOVERS),
+    POOLS + "CallCapital": Rule(MONEY_MOVERS),
+    POOLS + "Subscribe": Rule(MONEY_MOVERS),
+    POOLS + "Redeem": Rule(MONEY_MOVERS),
+    POOLS + "Distribute": Rule(MONEY_MOVERS),
+    POOLS + "PayServicingFee": Rule(MONEY_MOVERS),
+    POOLS + "RecordLoanEvent": Rule(frozenset({Role.LOAN_OFFICER})),
+    POOLS + "ClosePeriod": Rule(frozenset({Role.APPROVER})),
+    POOLS + "ListPositions": Rule(STAFF_READERS, ((COUNCIL, own_participant_filter),)),
+    POOLS + "GetStatement": Rule(STAFF_READERS, ((COUNCIL, own_statement_by_name),)),
+    POOLS + "ExportStatement": Rule(STAFF_READERS, ((COUNCIL, own_statement_by_name),)),
+    POOLS + "WatchCouncilEntries": Rule(frozenset({Role.TELLER, Role.REGULATOR, Role.AUDITOR,
+                                                   Role.OPERATOR}),
+                                        ((COUNCIL, own_council_feed),)),
 }
 
 

@@ -27,6 +27,7 @@ from bank.adapters.keys import KeyRing
 from bank.adapters.sql import SqlUnitOfWork
 from bank.app.group_commit import GroupCommitter
 from bank.app.members import member_council_areas
+from bank.app.pool_reads import pool_participants
 from bank.app.ports import Clock
 from bank.app.queries import account_owners, transfer_accounts
 from bank.app.transfers import expire_holds
@@ -50,10 +51,13 @@ from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as loans_pb
 from services.generated.peoplesbank.loans.v1 import loan_service_pb2_grpc as loans_grpc
 from services.generated.peoplesbank.members.v1 import member_service_pb2 as members_pb
 from services.generated.peoplesbank.members.v1 import member_service_pb2_grpc as members_grpc
+from services.generated.peoplesbank.pools.v1 import pool_service_pb2 as pools_pb
+from services.generated.peoplesbank.pools.v1 import pool_service_pb2_grpc as pools_grpc
 from services.ledger import CommitSignal, LedgerServicer
 from services.loans import LoanServicer
 from services.members import MemberServicer, member_cipher
 from services.observability import LedgerCollector, Metrics, ObservabilityInterceptor
+from services.pools import PoolServicer
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +71,7 @@ APPROVAL_SERVICE = approvals_pb.DESCRIPTOR.services_by_name["ApprovalService"].f
 AUDIT_SERVICE = audit_pb.DESCRIPTOR.services_by_name["AuditService"].full_name
 MEMBER_SERVICE = members_pb.DESCRIPTOR.services_by_name["MemberService"].full_name
 LOAN_SERVICE = loans_pb.DESCRIPTOR.services_by_name["LoanService"].full_name
+POOL_SERVICE = pools_pb.DESCRIPTOR.services_by_name["PoolService"].full_name
 DEFAULT_KEYS_DIR = "var/keys"
 
 SERVER_OPTIONS = [
@@ -135,6 +140,9 @@ class UowDirectory:
     def member_council_areas(self, member_ids: list[str]) -> dict[str, str]:
         return member_council_areas(self._uow, member_ids)
 
+    def pool_participants(self, pool_id: str) -> set[str]:
+        return pool_participants(self._uow, pool_id)
+
 
 def tls_credentials(pki_root: Path) -> tuple[grpc.ServerCredentials, Resolver]:
     """Server credentials that require a client certificate from the CA in `pki_root`, and the
@@ -182,11 +190,12 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
     members_grpc.add_MemberServiceServicer_to_server(
         MemberServicer(uow, clock, member_cipher(keys)), server)
     loans_grpc.add_LoanServiceServicer_to_server(LoanServicer(uow, clock), server)
+    pools_grpc.add_PoolServiceServicer_to_server(PoolServicer(uow, clock, stopping), server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (LEDGER_SERVICE, APPROVAL_SERVICE, AUDIT_SERVICE, MEMBER_SERVICE, LOAN_SERVICE,
-         health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        (LEDGER_SERVICE, APPROVAL_SERVICE, AUDIT_SERVICE, MEMBER_SERVICE, POOL_SERVICE,
+         LOAN_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{host}:{port}"
     bound = (server.add_secure_port(address, credentials) if credentials
              else server.add_insecure_port(address))
@@ -230,7 +239,8 @@ def _check_health(uow: SqlUnitOfWork, servicer: health.HealthServicer) -> None:
         status = health_pb2.HealthCheckResponse.SERVING
     except Exception:
         status = health_pb2.HealthCheckResponse.NOT_SERVING
-    for service in ("", LEDGER_SERVICE, APPROVAL_SERVICE, AUDIT_SERVICE, MEMBER_SERVICE):
+    for service in ("", LEDGER_SERVICE, APPROVAL_SERVICE, AUDIT_SERVICE, MEMBER_SERVICE,
+                    POOL_SERVICE):
         servicer.set(service, status)
     servicer.set(LOAN_SERVICE, status)
 

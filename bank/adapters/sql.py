@@ -38,6 +38,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from bank.adapters import tables as t
 from bank.adapters.sql_loans import SqlLoanStore
 from bank.adapters.sql_members import SqlMemberStore
+from bank.adapters.sql_pools import SqlPoolStore
 from bank.app.ports import AccountFilter, AuditLeaf, Head, StoredCheckpoint, StoredRequest
 from bank.domain.accounts import Account, AccountStatus, AccountType, OwnerKind, Side, Totals
 from bank.domain.approvals import Approval, Decision
@@ -214,7 +215,7 @@ def _totals_row(totals: Totals, suffix: str = "") -> dict[str, int]:
             f"credits_pending{suffix}": totals.credits_pending}
 
 
-class SqlLedger(SqlMemberStore, SqlLoanStore):
+class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
     """The ledger repository over one connection inside one transaction."""
 
     def __init__(self, conn: Connection, is_postgres: bool) -> None:

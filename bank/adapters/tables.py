@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     Date,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -397,7 +398,64 @@ business_date = Table(
     CheckConstraint("id = 1", name="single_row"),
 )
 
+# Lending pools (migration 0007), event-sourced: a pool is its terms (never changed) and its
+# events, numbered 1, 2, ... per pool; closed periods and their statements are history too.
+POOL_EVENT_KINDS = ("commit", "subscribe", "call", "redeem", "settle", "distribute", "fund",
+                    "repay", "accrue", "receive", "provide", "release", "charge_off", "recover",
+                    "pay_fee", "close")
+pools = Table(
+    "pools", metadata,
+    Column("pool_id", String(20), primary_key=True),
+    Column("terms_json", Text, nullable=False),
+    Column("created_ns", BigInteger, nullable=False),
+)
+
+pool_events = Table(
+    "pool_events", metadata,
+    Column("pool_id", String(20), ForeignKey("pools.pool_id"), primary_key=True),
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("period_number", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("payload_json", Text, nullable=False),
+    Column("reference", String(256), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("recorded_ns", BigInteger, nullable=False),
+    CheckConstraint("seq >= 1 AND period_number >= 1", name="positive"),
+    CheckConstraint("kind IN (" + ", ".join(f"'{k}'" for k in POOL_EVENT_KINDS) + ")",
+                    name="kind"),
+)
+
+pool_periods = Table(
+    "pool_periods", metadata,
+    Column("pool_id", String(20), ForeignKey("pools.pool_id"), primary_key=True),
+    Column("period_number", Integer, primary_key=True, autoincrement=False),
+    Column("start_date", Date, nullable=False),
+    Column("end_date", Date, nullable=False),
+    Column("summary_json", Text, nullable=False),
+    Column("approval_id", String(64), ForeignKey("approvals.approval_id"), nullable=False),
+    Column("closed_ns", BigInteger, nullable=False),
+    CheckConstraint("period_number >= 1 AND end_date > start_date", name="dates"),
+)
+
+pool_statements = Table(
+    "pool_statements", metadata,
+    Column("pool_id", String(20), primary_key=True),
+    Column("period_number", Integer, primary_key=True, autoincrement=False),
+    Column("participant_id", String(20), primary_key=True),
+    Column("class_id", String(12), primary_key=True),
+    Column("closing_units_micro", BigInteger, nullable=False),
+    Column("closing_capital_minor", BigInteger, nullable=False),
+    Column("statement_json", Text, nullable=False),
+    Column("closed_ns", BigInteger, nullable=False),
+    ForeignKeyConstraint(["pool_id", "period_number"],
+                         ["pool_periods.pool_id", "pool_periods.period_number"]),
+    CheckConstraint("closing_units_micro >= 0", name="units_non_negative"),
+)
+Index("ix_pool_statements_participant", pool_statements.c.participant_id,
+      pool_statements.c.pool_id, pool_statements.c.period_number)
+POOL_TABLES = ("pools", "pool_events", "pool_periods", "pool_statements")
+
 # Tables whose rows are history: never updated, never deleted (triggers enforce it).
 APPEND_ONLY = ("entries", "postings", "requests", "audit_log", "approvals", "approval_decisions",
                "checkpoints", "connected_groups", "loan_products", "loan_schedules",
-               "loan_transactions")
+               "loan_transactions", *POOL_TABLES)

@@ -9,6 +9,7 @@ from typing import Any
 from bank.app.accounts import BatchResult
 from bank.app.loans import WRITE_OFF_OPERATION, execute_write_off
 from bank.app.members import ERASE_OPERATION, execute_erasure
+from bank.app.pools import CLOSE_PERIOD_OPERATION, execute_period_close
 from bank.app.ports import Clock, Head, UnitOfWork
 from bank.app.transfers import apply_transfers
 from bank.app.unit import Command, Context, run_command
@@ -118,6 +119,8 @@ def _execute(ctx: Context, clock: Clock, approval: Approval, payload: dict[str, 
     for a second approver. Returns the operation's outcome (stored with the decision)."""
     if approval.operation == ERASE_OPERATION:
         return execute_erasure(ctx, payload)
+    if approval.operation == CLOSE_PERIOD_OPERATION:
+        return execute_period_close(ctx, clock, approval.approval_id, payload)
     if approval.operation == WRITE_OFF_OPERATION:
         return execute_write_off(ctx, clock, payload)
     ensure(approval.operation == "CreateTransfers",

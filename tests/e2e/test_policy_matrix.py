@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.type import decimal_pb2
 from sqlalchemy import select
 
 from bank.adapters import tables as t
@@ -17,11 +18,13 @@ from services.generated.peoplesbank.audit.v1 import audit_service_pb2 as aupb
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
 from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as lpb
 from services.generated.peoplesbank.members.v1 import member_service_pb2 as mpb
-from services.policy import APPROVALS, AUDIT, LEDGER, LOANS, MEMBERS, POLICY
+from services.generated.peoplesbank.pools.v1 import pool_service_pb2 as ppb
+from services.policy import APPROVALS, AUDIT, LEDGER, LOANS, MEMBERS, POLICY, POOLS
 from tests.e2e.loan_support import application, product_request
 from tests.e2e.loan_support import gbp as gbp_money
 from tests.e2e.member_support import MemberClient, onboard_request
-from tests.helpers import account, error_info, request_id, transfer
+from tests.e2e.pool_support import APPROVER, day, pools
+from tests.helpers import account, error_info, gbp, request_id, transfer
 
 ROLES = [r for r in Role if r is not Role.SYSTEM]
 
@@ -103,7 +106,55 @@ CALLS: dict[str, tuple[Any, Any]] = {
     LOANS + "GetSocialValueReport": (lambda: lpb.LoanReportRequest(council_area="preston"),
                                      lpb.SocialValueReport),
 }
-STREAMING = {LEDGER + "WatchEntries", AUDIT + "ExportBundle"}
+
+
+def _pool(pool_id: str) -> ppb.Pool:
+    return ppb.Pool(pool_id=pool_id, display_name="Matrix pool", currency_code="GBP",
+                    unit_classes=[ppb.UnitClass(class_id="senior", seniority=1)],
+                    participants=[ppb.Participant(participant_id="preston",
+                                                  kind=ppb.PARTICIPANT_KIND_COUNCIL,
+                                                  settlement_account="accounts/cp")],
+                    dealing_dates=[day("2025-01-01"), day("2025-07-01")])
+
+
+P1 = "pools/p1"
+CALLS.update({
+    POOLS + "CreatePool": (lambda: ppb.CreatePoolRequest(
+        request_id=request_id(), pool=_pool(f"p-{request_id()[:8]}")), ppb.Pool),
+    POOLS + "GetPool": (lambda: ppb.GetPoolRequest(name=P1), ppb.Pool),
+    POOLS + "CommitCapital": (lambda: ppb.CommitCapitalRequest(
+        request_id=request_id(), pool=P1, participant="preston", unit_class="senior",
+        amount=gbp(100)), ppb.PoolEventResult),
+    POOLS + "CallCapital": (lambda: ppb.CallCapitalRequest(
+        request_id=request_id(), pool=P1, unit_class="senior", amount=gbp(100),
+        dealing_date=day("2025-01-01")), ppb.PoolEventResult),
+    POOLS + "Subscribe": (lambda: ppb.SubscribeRequest(
+        request_id=request_id(), pool=P1, participant="preston", unit_class="senior",
+        amount=gbp(100), dealing_date=day("2025-01-01")), ppb.PoolEventResult),
+    POOLS + "Redeem": (lambda: ppb.RedeemRequest(
+        request_id=request_id(), pool=P1, participant="preston", unit_class="senior",
+        units=decimal_pb2.Decimal(value="1000"), dealing_date=day("2025-01-01")),
+        ppb.PoolEventResult),
+    POOLS + "Distribute": (lambda: ppb.DistributeRequest(
+        request_id=request_id(), pool=P1, unit_class="senior", amount=gbp(100),
+        dealing_date=day("2025-01-01")), ppb.PoolEventResult),
+    POOLS + "RecordLoanEvent": (lambda: ppb.RecordLoanEventRequest(
+        request_id=request_id(), pool=P1, loan="loans/l-1", kind=ppb.LOAN_EVENT_KIND_FUND,
+        amount=gbp(1_000_000)), ppb.PoolEventResult),
+    POOLS + "PayServicingFee": (lambda: ppb.PayServicingFeeRequest(
+        request_id=request_id(), pool=P1, amount=gbp(100)), ppb.PoolEventResult),
+    POOLS + "ClosePeriod": (lambda: ppb.ClosePeriodRequest(
+        request_id=request_id(), pool=P1, period=1), ppb.ClosePeriodResponse),
+    POOLS + "ListPositions": (lambda: ppb.ListPositionsRequest(pool=P1, participant="preston"),
+                              ppb.ListPositionsResponse),
+    POOLS + "GetStatement": (lambda: ppb.GetStatementRequest(
+        name=f"{P1}/periods/1/statements/preston"), ppb.Statement),
+    POOLS + "ExportStatement": (lambda: ppb.ExportStatementRequest(
+        name=f"{P1}/periods/1/statements/preston"), ppb.StatementExport),
+    POOLS + "WatchCouncilEntries": (lambda: ppb.WatchCouncilEntriesRequest(
+        council="councils/preston"), ppb.WatchCouncilEntriesResponse),
+})
+STREAMING = {LEDGER + "WatchEntries", AUDIT + "ExportBundle", POOLS + "WatchCouncilEntries"}
 
 
 def test_every_method_of_the_policy_is_in_this_matrix():
@@ -120,6 +171,8 @@ def _seed(ledger: Any) -> None:
     ledger.CreateAccounts(pb.CreateAccountsRequest(request_id=request_id(), accounts=accounts))
     ledger.CreateTransfers(pb.CreateTransfersRequest(request_id=request_id(), transfers=[
         transfer("fund-cp", "cash", "cp", 5_000), transfer("fund-cl", "cash", "cl", 7_000)]))
+    pools(ledger.channel, APPROVER).CreatePool(ppb.CreatePoolRequest(
+        request_id=request_id(), pool=_pool("p1")))
 
 
 def _call(channel: grpc.Channel, method: str, principal: str) -> grpc.StatusCode:
@@ -187,7 +240,8 @@ def test_a_council_cannot_see_another_councils_accounts(engine, ledger, as_role)
         assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED, call
         assert error_info(caught.value).reason == "OUT_OF_SCOPE"
     own = preston.ListAccounts(pb.ListAccountsRequest(owner_id="council:preston"))
-    assert [a.account_id for a in own.accounts] == ["cp"]
+    # Its own account, and its capital account in the pool it takes part in.
+    assert [a.account_id for a in own.accounts] == ["cp", "pool:p1:cap:preston:senior"]
 
 
 def test_a_council_cannot_move_money_even_on_its_own_account(engine, ledger, as_role):

@@ -244,6 +244,10 @@ class PoolRegister:
         self._known_position(position)
         self._commitment[position] = self._commitment.get(position, 0) + amount_minor
 
+    def commitment_minor(self, position: Position) -> int:
+        """The position's total commitment (contributed or not)."""
+        return self._commitment.get(position, 0)
+
     def unfunded_commitment_minor(self, position: Position) -> int:
         """Commitment not yet contributed (never negative)."""
         return max(0, self._commitment.get(position, 0) - self._contributed.get(position, 0))
