@@ -356,7 +356,7 @@ def parse_amount(text: str, currency: str) -> tuple[int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from bank import client, member_client
+    from bank import client, loan_client, member_client
     from bank.adapters.keys import SigningKeyError
     from bank.adapters.member_crypto import MasterKeyError
     from bank.adapters.pki import PkiError
@@ -368,7 +368,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"serve": cmd_serve, "db": cmd_db, "demo": cmd_demo, "check": cmd_check,
                 "audit": cmd_audit, "backup": cmd_backup, "restore": cmd_backup,
-                **client.COMMANDS, **member_client.COMMANDS}
+                **client.COMMANDS, **member_client.COMMANDS,
+                **loan_client.COMMANDS}
     try:
         return int(handlers[args.command](args))
     except (UserError, SettingsError, SigningKeyError, PkiError, MasterKeyError) as error:
@@ -388,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from bank import client, member_client
+    from bank import client, loan_client, member_client
 
     parser = argparse.ArgumentParser(prog="bank", description="People's Bank core ledger")
     parser.add_argument("--database-url", help="SQLAlchemy URL (default: $BANK_DATABASE_URL or "
@@ -448,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="SQLite: replace an existing database (kept beside it)")
     client.add_parsers(sub)
     member_client.add_parsers(sub)
+    loan_client.add_parsers(sub)
     return parser
 
 

@@ -178,6 +178,21 @@ BEGIN
       ON public.members TO bank_app;
     GRANT UPDATE (master_key_id, wrapped_key, destroyed_ns) ON public.member_keys TO bank_app;
   END IF;
+  -- The lending book (bank/adapters/sql_loans.py): a loan's lifecycle state and cached
+  -- servicing figures (what never changes is guarded by a trigger), the amounts booked per
+  -- bucket, the derived arrears history (recomputed after a backdated transaction), close-of-
+  -- business runs and the business date. Products, schedules and transactions stay append-only.
+  IF to_regclass('public.loans') IS NULL THEN
+    RAISE NOTICE 'table loans does not exist yet: run this again after `bank db upgrade`';
+  ELSE
+    GRANT UPDATE (status, amount_approved_minor, terms_json, decided_by, decided_ns,
+                  decision_note, disbursed_on, settlement_account_id, principal_account_id,
+                  interest_account_id, fee_account_id, penalty_account_id, allowance_account_id,
+                  overpayment_account_id, forborne, days_past_due, arrears_bucket, stage,
+                  arrears_minor, updated_ns) ON public.loans TO bank_app;
+    GRANT UPDATE ON public.loan_balances, public.loan_arrears, public.cob_runs,
+                    public.business_date TO bank_app;
+  END IF;
   -- Alembic's bookkeeping is the migrator's business: bank_app reads it (`bank serve
   -- --no-migrate` and `bank db current` compare it with the code) and writes nothing to it.
   IF to_regclass('public.alembic_version') IS NOT NULL THEN
@@ -230,7 +245,9 @@ DO $$
 DECLARE
   history CONSTANT text[] := ARRAY['entries', 'postings', 'requests', 'audit_log', 'approvals',
                                    'approval_decisions', 'checkpoints', 'connected_groups'];
-  mutable CONSTANT text[] := ARRAY['accounts', 'ledger_head', 'members', 'member_keys'];
+  mutable CONSTANT text[] := ARRAY['accounts', 'ledger_head', 'members', 'member_keys',
+                                   'loans', 'loan_balances', 'loan_arrears',
+                                   'cob_runs', 'business_date'];
   tbl record;
   privilege text;
 BEGIN
