@@ -179,7 +179,9 @@ def event_entries(terms: PoolTerms, seq: int, period: int, kind: str, args: dict
     """The entries of one event (see the module docstring); [] for a commitment."""
     b = EntryBuilder(terms, seq, kind, period, reference, args.get("loan", ""))
     amount = args.get("amount", 0)
-    if kind == "subscribe":
+    if kind == "commit":
+        pass  # a promise to pay: no money moves until a capital call
+    elif kind == "subscribe":
         b.money_in(args["participant"], args["class"], amount, "subscription")
     elif kind == "call":
         for participant, part, _units, _nav in outcome["parts"]:

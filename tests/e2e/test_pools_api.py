@@ -256,3 +256,45 @@ def test_a_close_needs_a_second_approver_and_a_closed_period_never_changes(
     create_pool(channel, pool_id="later", dates=("2025-12-01", "2026-06-01"))
     assert _refused(pools(channel, APPROVER).ClosePeriod, ppb.ClosePeriodRequest(
         request_id=request_id(), pool="pools/later", period=1))[1] == "PERIOD_NOT_ENDED"
+
+
+def test_commitments_calls_distributions_redemptions_and_fees_move_money_as_agreed(
+        uow, clock, channel, ledger):
+    seed_councils(uow, clock)
+    create_pool(channel, councils=("preston", "lancaster"))
+    teller, p, on = pools(channel), f"pools/{POOL}", day("2025-01-01")
+    for council, pence in [("preston", 100_000_000), ("lancaster", 50_000_000)]:
+        teller.CommitCapital(ppb.CommitCapitalRequest(
+            request_id=request_id(), pool=p, participant=council, unit_class="senior",
+            amount=gbp(pence)))
+    called = teller.CallCapital(ppb.CallCapitalRequest(
+        request_id=request_id(), pool=p, unit_class="senior", amount=gbp(60_000_001),
+        dealing_date=on))
+    assert [(x.participant, minor(x.amount), x.units.value) for x in called.parts] == [
+        ("lancaster", 20_000_000, "200000.000000"), ("preston", 40_000_001, "400000.010000")]
+    positions = teller.ListPositions(ppb.ListPositionsRequest(pool=p)).positions
+    assert [(x.participant, minor(x.unfunded_commitment)) for x in positions] == [
+        ("lancaster", 30_000_000), ("preston", 59_999_999)]
+
+    paid = teller.Distribute(ppb.DistributeRequest(
+        request_id=request_id(), pool=p, unit_class="senior", amount=gbp(3_000_000),
+        dealing_date=on))
+    assert [(x.participant, minor(x.amount)) for x in paid.parts] == [
+        ("lancaster", 1_000_000), ("preston", 2_000_000)]
+    out = teller.Redeem(ppb.RedeemRequest(
+        request_id=request_id(), pool=p, participant="lancaster", unit_class="senior",
+        units=units("200000"), dealing_date=on))
+    assert minor(out.amount) == 19_000_000  # its last units pay its whole capital account
+    assert balance(ledger, "council-lancaster") == 200_000_000 - 20_000_000 + 1_000_000 + (
+        19_000_000)
+    assert balance(ledger, "council-preston") == 200_000_000 - 40_000_001 + 2_000_000
+
+    loan_event(channel, "FUND", 10_000_000)
+    loan_event(channel, "ACCRUE_INTEREST", 100_000)
+    close_period(channel, 1)
+    fees = balance(ledger, pool_account(POOL, "fees"))
+    assert fees == 38_000_001 * 25 * 181 // (10_000 * 365)
+    pools(channel).PayServicingFee(ppb.PayServicingFeeRequest(
+        request_id=request_id(), pool=p, amount=gbp(fees)))
+    assert balance(ledger, pool_account(POOL, "fees")) == 0
+    assert balance(ledger, "bank:pool-servicing") == fees
