@@ -28,7 +28,7 @@ from ops.bench.harness import BenchError
 from ops.bench.scenarios import SCENARIOS, Bench, Row, Sizes
 
 QUICK = Sizes(duration_s=2.0, accounts=2_000, statement_entries=20_000, samples=100,
-              audit_leaves=5_000)
+              audit_leaves=5_000, loans=500)
 HEADERS = {"scenario": "scenario", "db": "db", "phase": "phase", "offered": "offered",
            "accepted": "accepted", "p50_ms": "p50 ms", "p99_ms": "p99 ms", "errors": "errors",
            "peak_mb": "server peak MB", "cpu": "CPU (of 1 core each)", "note": "note"}
@@ -62,6 +62,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--audit-leaves", type=int,
                    help=f"audit leaves to verify and export ({full.audit_leaves:,})")
     p.add_argument("--procs", type=int, help=f"client processes ({full.procs})")
+    p.add_argument("--seed-via", choices=["inprocess", "rpc"],
+                   help="how statement and audit are seeded: the server's use cases on the "
+                   "database before the server starts, or through the running server's RPCs "
+                   f"(single transfers from {full.clients} clients for audit) ({full.seed_via})")
+    p.add_argument("--seed-group", type=int, help="in-process audit seeding: single-transfer "
+                   f"requests per transaction ({full.seed_group:,})")
+    p.add_argument("--loans", type=int, help=f"loans for close of business ({full.loans:,})")
+    p.add_argument("--loans-per-member", type=int,
+                   help=f"loans per member in the loan book ({full.loans_per_member})")
+    p.add_argument("--loans-per-transaction", type=int,
+                   help="in-process loan seeding: loans whose commands share one commit "
+                   f"({full.loans_per_transaction}: every command commits alone, as the server)")
     p.add_argument("--server-rev", metavar="REV",
                    help="run the server (and the bank CLI) from `git archive REV` instead of "
                    "this checkout's working tree, e.g. HEAD to leave uncommitted work out")
@@ -78,7 +90,10 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "batch_callers": args.batch_callers, "batch_size": args.batch_size,
         "rates": tuple(r.strip() for r in args.rates.split(",")) if args.rates else None,
         "statement_entries": args.statement_entries, "seed_batch": args.seed_batch,
-        "samples": args.samples, "audit_leaves": args.audit_leaves, "procs": args.procs}
+        "samples": args.samples, "audit_leaves": args.audit_leaves, "procs": args.procs,
+        "seed_via": args.seed_via, "seed_group": args.seed_group, "loans": args.loans,
+        "loans_per_member": args.loans_per_member,
+        "loans_per_transaction": args.loans_per_transaction}
     for name, value in overrides.items():
         if value is not None:
             setattr(sizes, name, value)

@@ -25,13 +25,32 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 16 * 1024 * 1024),
                    ("grpc.max_send_message_length", 16 * 1024 * 1024)]
 IN_FLIGHT_MAX = 2_000  # per process, open loop: past this the client drops (counted) calls
 
-# Accounts the benchmarks create (see scenarios.seed_accounts).
+# Accounts the benchmarks create (see `account_protos`).
 CASH = "bench-cash"
 HOT = "bench-hot"
+FUND_MINOR = 5_000  # £50 per member: far more than any run moves out of one account
+MEMBERS_PER_CALL = 1_000
 
 
 def member(i: int) -> str:
     return f"m{i:06d}"
+
+
+def account_protos(pb: Any, members: int) -> list[Any]:
+    """`members` member deposit accounts (no overdraft), the bank's cash account and one hot
+    income account (no limits), as `CreateAccounts` takes them (RPC and in-process seeding)."""
+
+    def account(account_id: str, kind: int, code: str, owner_kind: int, owner: str,
+                no_overdraft: bool) -> Any:
+        return pb.Account(account_id=account_id, currency_code="GBP", type=kind, code=code,
+                          owner_kind=owner_kind, owner_id=owner,
+                          debits_must_not_exceed_credits=no_overdraft)
+
+    specs = [account(CASH, pb.ACCOUNT_TYPE_ASSET, "1000", pb.OWNER_KIND_BANK, "bank", False),
+             account(HOT, pb.ACCOUNT_TYPE_INCOME, "4000", pb.OWNER_KIND_BANK, "bank", False)]
+    specs += [account(member(i), pb.ACCOUNT_TYPE_LIABILITY, "2100", pb.OWNER_KIND_MEMBER,
+                      f"member:{i}", True) for i in range(members)]
+    return specs
 
 
 def transfer(pb: Any, transfer_id: str, debit: str, credit: str, minor: int = 1) -> Any:

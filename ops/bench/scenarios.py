@@ -3,7 +3,9 @@ through the public gRPC API, measures, and appends rows to the report."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import random
 import subprocess
 import time
@@ -18,9 +20,12 @@ import grpc
 
 from ops.bench import load
 from ops.bench.harness import (
+    REPO,
+    BenchError,
     Database,
     Meter,
     Server,
+    backends_cpu_s,
     bank_command,
     bank_env,
     fresh_database,
@@ -29,8 +34,9 @@ from ops.bench.harness import (
     run_measured,
 )
 
-FUND_MINOR = 5_000  # £50 per member: far more than any run moves out of one account
-MEMBERS_PER_CALL = 1_000
+FUND_MINOR = load.FUND_MINOR
+MEMBERS_PER_CALL = load.MEMBERS_PER_CALL
+SEED_SCRIPT = REPO / "ops" / "bench" / "seed.py"
 
 
 @dataclass
@@ -46,6 +52,11 @@ class Sizes:
     samples: int = 1_000  # statement pages / balance-as-of calls measured
     audit_leaves: int = 1_000_000
     procs: int = 2  # client processes
+    seed_via: str = "inprocess"  # statement and audit: "inprocess" (ops/bench/seed.py) or "rpc"
+    seed_group: int = 1_000  # in-process audit seeding: single-transfer requests per transaction
+    loans: int = 100_000
+    loans_per_member: int = 1
+    loans_per_transaction: int = 1  # in-process loan seeding: loans' commands per commit
 
 
 @dataclass
@@ -105,18 +116,71 @@ def cpu_note(meter: dict[str, float], client_cpu_s: float | None = None) -> str:
 
 
 @contextmanager
-def running_server(bench: Bench, scenario: str, kind: str) -> Iterator[Server]:
+def running_server(bench: Bench, scenario: str, kind: str,
+                   seed: Callable[[Database, Path], None] | None = None) -> Iterator[Server]:
+    """A fresh database, seeded in-process by `seed(db, workdir)` (server not yet running) if
+    given, then the real server on it."""
     workdir = bench.workdir / f"{scenario}-{kind}"
     workdir.mkdir(parents=True, exist_ok=True)
     db: Database = fresh_database(kind, workdir)
     server = Server(db, workdir)
     try:
-        bench.say(f"[{scenario}/{kind}] starting the server on a fresh database")
+        if seed is not None:
+            seed(db, workdir)
+        bench.say(f"[{scenario}/{kind}] starting the server")
         server.start()
         yield server
     finally:
         server.stop()
         db.drop()
+
+
+@dataclass
+class Seeded:
+    result: dict[str, Any]
+    wall_s: float
+    peak_mb: float
+    cpu: str
+
+
+def seed_in_process(bench: Bench, db: Database, workdir: Path, what: str,
+                    *args: str) -> Seeded:
+    """Run `ops/bench/seed.py what ...` on the scratch database (the server is not running),
+    relaying its progress; raises BenchError if it fails."""
+    command = [python(), str(SEED_SCRIPT), what, "--database-url", db.url, *args]
+    bench.say(f"  seeding in-process: {' '.join(command[2:4])} {' '.join(args)}")
+    started = time.perf_counter()
+    result: dict[str, Any] = {}
+    tail: list[str] = []
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               cwd=workdir, env=bank_env(), text=True)
+    meter = Meter(process.pid, db.name).start()
+    # The seeder's PostgreSQL backends exit with it: keep their last CPU reading.
+    backends: dict[int, float] = {}
+    sampled = 0.0
+    assert process.stdout is not None
+    for line in process.stdout:
+        line = line.rstrip("\n")
+        if db.name and time.perf_counter() - sampled > 1.0:
+            backends.update(backends_cpu_s(db.name))
+            sampled = time.perf_counter()
+        if line.startswith("RESULT "):
+            result = json.loads(line.removeprefix("RESULT "))
+        else:
+            bench.say(line)
+            tail = [*tail[-20:], line]
+    reading = meter.stop()
+    # The process has closed its output; reap it here to read its peak memory.
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0 or not result:
+        raise BenchError(f"seeding failed (exit {process.returncode}): " + "\n".join(tail))
+    reading["server_cpu_s"] = usage.ru_utime + usage.ru_stime  # the seeder's own CPU
+    if db.name:
+        reading["postgres_cpu_s"] = sum(v - meter.backends0.get(k, 0.0)
+                                        for k, v in backends.items())
+    cpu = cpu_note(reading).replace("server", "seeder", 1)
+    return Seeded(result, time.perf_counter() - started, usage.ru_maxrss / 1024, cpu)
 
 
 class Stub:
@@ -153,17 +217,7 @@ def seed_accounts(stub: Stub, members: int, say: Callable[[str], None]) -> None:
     hot income account (no limits)."""
     pb = stub.pb
     started = time.perf_counter()
-
-    def account(account_id: str, kind: int, code: str, owner_kind: int, owner: str,
-                no_overdraft: bool) -> Any:
-        return pb.Account(account_id=account_id, currency_code="GBP", type=kind, code=code,
-                          owner_kind=owner_kind, owner_id=owner,
-                          debits_must_not_exceed_credits=no_overdraft)
-
-    specs = [account(load.CASH, pb.ACCOUNT_TYPE_ASSET, "1000", pb.OWNER_KIND_BANK, "bank", False),
-             account(load.HOT, pb.ACCOUNT_TYPE_INCOME, "4000", pb.OWNER_KIND_BANK, "bank", False)]
-    specs += [account(load.member(i), pb.ACCOUNT_TYPE_LIABILITY, "2100", pb.OWNER_KIND_MEMBER,
-                      f"member:{i}", True) for i in range(members)]
+    specs = load.account_protos(pb, members)
     for start in range(0, len(specs), MEMBERS_PER_CALL):
         part = specs[start:start + MEMBERS_PER_CALL]
         response = stub.ledger.CreateAccounts(
@@ -300,45 +354,72 @@ def singles(bench: Bench, kind: str) -> None:
                     offered=f"{rate:,.0f}/s"))
 
 
+def seed_statement_rpc(bench: Bench, server: Server, stub: Stub, kind: str, account: str,
+                       source: str) -> tuple[int, int]:
+    """Seed the statement through batched CreateTransfers calls; (first, last) time_ns."""
+    s = bench.sizes
+    n = s.statement_entries
+    pb = stub.pb
+    before_ns = time.time_ns()
+    bench.say(f"  seeding {n:,} entries on accounts/{account} "
+              f"({s.seed_batch} transfers per CreateTransfers, 2 callers)")
+    started = time.perf_counter()
+    meter = Meter(server.pid, server.db.name).start()
+    done = 0
+    next_report = 0.0
+
+    def batch(first: int) -> int:
+        last = min(n, first + s.seed_batch)
+        stub.create_transfers(pb.CreateTransfersRequest(
+            request_id=f"stmt-seed-{first}",
+            transfers=[load.transfer(pb, f"st-{i}", source, account)
+                       for i in range(first, last)]))
+        return last - first
+
+    with ThreadPoolExecutor(2) as seeders:
+        for count in seeders.map(batch, range(0, n, s.seed_batch)):
+            done += count
+            if done / n >= next_report or done == n:
+                elapsed = time.perf_counter() - started
+                bench.say(f"    {done:>9,} / {n:,} entries, {done / elapsed:,.0f}/s, "
+                          f"server RSS {server.rss_mb():.0f} MB")
+                next_report += 0.1
+    seeded = meter.stop()
+    after_ns = time.time_ns()
+    elapsed = time.perf_counter() - started
+    bench.add(Row("statement seed", kind, f"{n:,} entries, {s.seed_batch}/call, via RPC",
+                  accepted=f"{n / elapsed:,.0f} transfers/s", peak_mb=f"{server.peak_mb():.0f}",
+                  cpu=cpu_note(seeded), note=f"{elapsed:.1f} s"))
+    return before_ns, after_ns
+
+
 def statement(bench: Bench, kind: str) -> None:
     s = bench.sizes
     n = s.statement_entries
-    with running_server(bench, "statement", kind) as server:
+    account = load.HOT  # no funding transfer: exactly the seeded entries
+    source = load.CASH
+    window: dict[str, int] = {}
+    inprocess = s.seed_via == "inprocess"
+
+    def seed(db: Database, workdir: Path) -> None:
+        seeded = seed_in_process(bench, db, workdir, "statement", "--entries", str(n),
+                                 "--batch", str(s.seed_batch))
+        window.update(before_ns=seeded.result["began_ns"], after_ns=seeded.result["ended_ns"])
+        bench.add(Row("statement seed", kind, f"{n:,} entries, {s.seed_batch}/request, "
+                      "in-process", accepted=f"{n / seeded.result['seconds']:,.0f} transfers/s",
+                      peak_mb=f"{seeded.peak_mb:.0f} (seeder)", cpu=seeded.cpu,
+                      note=f"{seeded.result['seconds']:.1f} s; create_transfers_group, one "
+                      "request per transaction, server stopped"))
+
+    with running_server(bench, "statement", kind, seed if inprocess else None) as server:
         stub = Stub(server.target)
         pb = stub.pb
-        seed_accounts(stub, 2, bench.say)
-        account = load.HOT  # no funding transfer: exactly the seeded entries
-        source = load.CASH
-        before_ns = time.time_ns()
-        bench.say(f"  seeding {n:,} entries on accounts/{account} "
-                  f"({s.seed_batch} transfers per CreateTransfers, 2 callers)")
-        started = time.perf_counter()
-        meter = Meter(server.pid, server.db.name).start()
-        done = 0
-        next_report = 0.0
-
-        def batch(first: int) -> int:
-            last = min(n, first + s.seed_batch)
-            stub.create_transfers(pb.CreateTransfersRequest(
-                request_id=f"stmt-seed-{first}",
-                transfers=[load.transfer(pb, f"st-{i}", source, account)
-                           for i in range(first, last)]))
-            return last - first
-
-        with ThreadPoolExecutor(2) as seeders:
-            for count in seeders.map(batch, range(0, n, s.seed_batch)):
-                done += count
-                if done / n >= next_report or done == n:
-                    elapsed = time.perf_counter() - started
-                    bench.say(f"    {done:>9,} / {n:,} entries, {done / elapsed:,.0f}/s, "
-                              f"server RSS {server.rss_mb():.0f} MB")
-                    next_report += 0.1
-        seeded = meter.stop()
-        after_ns = time.time_ns()
-        elapsed = time.perf_counter() - started
-        bench.add(Row("statement seed", kind, f"{n:,} entries, {s.seed_batch}/call",
-                      accepted=f"{n / elapsed:,.0f} transfers/s", peak_mb=f"{server.peak_mb():.0f}",
-                      cpu=cpu_note(seeded), note=f"{elapsed:.1f} s"))
+        if inprocess:
+            before_ns, after_ns = window["before_ns"], window["after_ns"]
+        else:
+            seed_accounts(stub, 2, bench.say)
+            before_ns, after_ns = seed_statement_rpc(bench, server, stub, kind, account,
+                                                     source)
         name = f"accounts/{account}"
         md = stub.md()
 
@@ -408,24 +489,39 @@ def statement(bench: Bench, kind: str) -> None:
 
 def audit(bench: Bench, kind: str) -> None:
     s = bench.sizes
-    with running_server(bench, "audit", kind) as server:
+    inprocess = s.seed_via == "inprocess"
+
+    def seed(db: Database, workdir: Path) -> None:
+        seeded = seed_in_process(bench, db, workdir, "transfers", "--accounts",
+                                 str(s.accounts), "--leaves", str(s.audit_leaves),
+                                 "--group", str(s.seed_group))
+        r = seeded.result
+        bench.add(Row("audit seed", kind, f"{r['requests']:,} single transfers, in-process",
+                      accepted=f"{r['requests'] / r['seconds']:,.0f} requests/s",
+                      peak_mb=f"{seeded.peak_mb:.0f} (seeder)", cpu=seeded.cpu,
+                      note=f"{r['seconds']:.0f} s ({r['total_seconds']:.0f} s with the "
+                      f"{s.accounts:,} accounts); create_transfers_group, {s.seed_group:,} "
+                      f"requests (one leaf each) per transaction, server stopped"))
+
+    with running_server(bench, "audit", kind, seed if inprocess else None) as server:
         stub = Stub(server.target)
-        seed_accounts(stub, s.accounts, bench.say)
         from services.generated.peoplesbank.audit.v1 import audit_service_pb2 as apb
 
         def tree_size() -> int:
-            return int(stub.audit.GetCheckpoint(apb.GetCheckpointRequest(), timeout=600,
+            return int(stub.audit.GetCheckpoint(apb.GetCheckpointRequest(), timeout=3600,
                                                 metadata=stub.md("bench;operator")).tree_size)
 
-        have = tree_size()
-        want = max(s.audit_leaves - have, 0)
-        bench.say(f"  the log has {have} leaves; adding {want:,} (one per single-transfer "
-                  f"command, {s.clients} clients, closed loop)")
-        if want:
-            m, seeded, peak = run_load(bench, server, mode="closed", kind="uniform",
-                                       concurrency=s.clients, count=want, duration_s=0)
-            bench.add(load_row("audit seed", kind, f"{want:,} single transfers", m, seeded,
-                               peak))
+        if not inprocess:
+            seed_accounts(stub, s.accounts, bench.say)
+            have = tree_size()
+            want = max(s.audit_leaves - have, 0)
+            bench.say(f"  the log has {have} leaves; adding {want:,} (one per single-transfer "
+                      f"command, {s.clients} clients, closed loop, via RPC)")
+            if want:
+                m, seeded, peak = run_load(bench, server, mode="closed", kind="uniform",
+                                           concurrency=s.clients, count=want, duration_s=0)
+                bench.add(load_row("audit seed", kind, f"{want:,} single transfers, via RPC",
+                                   m, seeded, peak))
         server.reset_peak()
         meter = Meter(server.pid, server.db.name).start()
         size = tree_size()
@@ -438,24 +534,29 @@ def audit(bench: Bench, kind: str) -> None:
         bundle = server.workdir / "bundle"
         server.reset_peak()
         meter = Meter(server.pid, server.db.name).start()
-        written: dict[str, Any] = {}
+        written: set[str] = set()
         total = 0
+        handle: Any = None
+        current = ""
         try:
             stream = stub.audit.ExportBundle(apb.ExportBundleRequest(), timeout=3600,
                                              metadata=stub.md("bench;auditor"))
             for chunk in stream:
-                handle = written.get(chunk.path)
-                if handle is None:
+                if chunk.path != current:  # one file open at a time (10,000+ statements)
+                    if handle is not None:
+                        handle.close()
                     target = bundle / chunk.path
                     target.parent.mkdir(parents=True, exist_ok=True)
-                    handle = written[chunk.path] = target.open("wb")
+                    handle = target.open("ab" if chunk.path in written else "wb")
+                    current = chunk.path
+                    written.add(current)
                 handle.write(chunk.data)
                 total += len(chunk.data)
             error = ""
         except grpc.RpcError as failure:
             error = f"{failure.code().name}: {failure.details()}"[:120]
         finally:
-            for handle in written.values():
+            if handle is not None:
                 handle.close()
         reading = meter.stop()
         peak = server.peak_mb()
@@ -490,11 +591,74 @@ def audit(bench: Bench, kind: str) -> None:
 
 
 def close_of_business(bench: Bench, kind: str) -> None:
-    # PLACEHOLDER: the lending book does not exist yet (issue 5). When it lands, seed 100,000
-    # loans through its API and time the close-of-business run here. Never report a number
-    # for it before then.
-    bench.add(Row("close of business", kind, "100,000 loans",
-                  note="not available yet (issue 5)"))
+    """A disbursed loan book seeded in-process through the lending use cases, then close of
+    business over gRPC: the business date, the same date again, and the next day."""
+    s = bench.sizes
+    seeded: dict[str, Any] = {}
+
+    def seed(db: Database, workdir: Path) -> None:
+        run = seed_in_process(bench, db, workdir, "loans", "--loans", str(s.loans),
+                              "--loans-per-member", str(s.loans_per_member),
+                              "--per-transaction", str(s.loans_per_transaction),
+                              "--keys-dir", str(workdir / "keys"))
+        r = run.result
+        seeded.update(r)
+        per = (f"{s.loans_per_transaction} loans' commands per transaction"
+               if s.loans_per_transaction > 1 else "one transaction per command, as the server")
+        bench.add(Row("cob seed", kind, f"{r['loans']:,} loans, {r['members']:,} members, "
+                      "in-process", accepted=f"{r['loans'] / r['seconds']:,.1f} loans/s",
+                      peak_mb=f"{run.peak_mb:.0f} (seeder)", cpu=run.cpu,
+                      note=f"{r['seconds']:.0f} s; {r['commands']:,} commands (onboard, KYC, "
+                      f"apply, decide, disburse): {r['commands'] / r['seconds']:,.0f}/s; {per}"))
+
+    with running_server(bench, "cob", kind, seed) as server:
+        from google.type import date_pb2
+
+        from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as lpb
+        from services.generated.peoplesbank.loans.v1 import loan_service_pb2_grpc as lpb_grpc
+
+        channel = grpc.insecure_channel(server.target, options=grpc_options())
+        loans = lpb_grpc.LoanServiceStub(channel)
+        md = [("x-bank-principal", "bench-ops;operator")]
+        today = loans.GetBusinessDate(lpb.GetBusinessDateRequest(), timeout=60,
+                                      metadata=md).business_date
+        iso = f"{today.year:04d}-{today.month:02d}-{today.day:02d}"
+
+        def close(phase: str, request_id: str, on: Any = None) -> None:
+            request = lpb.RunCloseOfBusinessRequest(request_id=request_id)
+            if on is not None:
+                request.business_date.CopyFrom(on)
+            bench.say(f"  RunCloseOfBusiness: {phase}")
+            server.reset_peak()
+            meter = Meter(server.pid, server.db.name).start()
+            error = ""
+            try:
+                reply = loans.RunCloseOfBusiness(request, timeout=7200, metadata=md)
+            except grpc.RpcError as failure:
+                error = f"{failure.code().name}: {failure.details()}"[:160]
+                reply = lpb.RunCloseOfBusinessResponse()
+            reading = meter.stop()
+            wall = reading["wall_s"]
+            d = reply.business_date
+            note = (f"{wall:.1f} s; {reply.days} day(s), {reply.entries:,} entries posted; "
+                    f"business date now {d.year:04d}-{d.month:02d}-{d.day:02d}")
+            if reply.already_closed:
+                note = f"{wall * 1000:.1f} ms; already closed, nothing written"
+            elif error:
+                note = f"{wall * 1000:.1f} ms"
+            bench.add(Row("close of business", kind, phase,
+                          accepted=(f"{reply.loans / wall:,.0f} loans/s" if reply.loans
+                                    else f"{reply.loans} loans"),
+                          p50_ms="", p99_ms="", errors=error,
+                          peak_mb=f"{server.peak_mb():.0f}", cpu=cpu_note(reading), note=note))
+
+        n = seeded["loans"]
+        close(f"day 1 ({iso}), {n:,} loans", "bench-cob-day-1")
+        close(f"day 1 again ({iso}, new request id)", "bench-cob-day-1-again",
+              date_pb2.Date(year=today.year, month=today.month, day=today.day))
+        close("day 1 again (same request id)", "bench-cob-day-1")
+        close(f"day 2, {n:,} loans", "bench-cob-day-2")
+        channel.close()
 
 
 SCENARIOS: dict[str, Callable[[Bench, str], None]] = {
