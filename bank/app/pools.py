@@ -415,11 +415,25 @@ def record_loan_event(uow: UnitOfWork, clock: Clock, principal: Principal, reque
                       pool_id: str, kind: str, args: dict[str, Any], reference: str,
                       timeout_s: float | None = None) -> EventResult:
     """Record the pool's share of a loan cash flow, accrual, provision or loss in the open
-    period (a correction carries a `reference` to what it corrects). Raises `NotFound`
-    LOAN_NOT_IN_POOL or `FailedPrecondition` with the register's reason."""
+    period (a correction carries a `reference` to what it corrects). Funding is checked
+    against the pool's concentration limits (`bank.app.pool_limits`). Raises `NotFound`
+    LOAN_NOT_IN_POOL, or `FailedPrecondition` with the register's reason or
+    CONCENTRATION_LIMIT_EXCEEDED."""
     ensure(kind in LOAN_EVENT_KINDS, f"{kind} is not a loan event")
+    # Imported here: pool_limits builds on this module (it loads pools).
+    from bank.app.pool_limits import borrower_facts, check_concentration
+
+    def check(ctx: Context, pool: LoadedPool) -> None:
+        if kind != "fund":
+            return
+        borrower = args.get("borrower", {})
+        if borrower.get("member"):  # the connected group and area as they are now
+            args["borrower"] = borrower_facts(ctx.tx, borrower["member"],
+                                              borrower.get("sector", ""))
+        check_concentration(pool, args["loan"], args["amount"], args.get("borrower", {}))
+
     return _pool_command(uow, clock, principal, request_id, "RecordLoanEvent", pool_id, kind,
-                         args, reference, None, timeout_s)
+                         args, reference, check, timeout_s)
 
 
 def pay_servicing_fee(uow: UnitOfWork, clock: Clock, principal: Principal, request_id: str,

@@ -93,8 +93,11 @@ class PoolServiceStub:
     """Records the pool's share of a loan's activity in the open period: funding, principal
     repaid, interest accrued or received, provisions raised or released, charge-off, recovery.
     NOT_FOUND LOAN_NOT_IN_POOL; FAILED_PRECONDITION INSUFFICIENT_POOL_CASH, EXCEEDS_LOAN_BALANCE,
-    PROVISION_EXCEEDS_EXPOSURE, NO_UNITHOLDERS. A correction of a closed period is recorded
-    here, in the open period, with a `reference` to what it corrects.
+    PROVISION_EXCEEDS_EXPOSURE, NO_UNITHOLDERS. FUND is checked against the pool's
+    concentration limits: FAILED_PRECONDITION CONCENTRATION_LIMIT_EXCEEDED, whose ErrorInfo
+    metadata `limit` names it (single_borrower: members of one connected group count as one;
+    sector; council_area), with `limit_minor` and `exposure_minor`. A correction of a closed
+    period is recorded here, in the open period, with a `reference` to what it corrects.
     """
     PayServicingFee: _grpc.UnaryUnaryMultiCallable[_pool_service_pb2.PayServicingFeeRequest, _pool_service_pb2.PoolEventResult]
     """Pays the servicer (the bank) fees charged at earlier closes, out of pool cash.
@@ -170,8 +173,11 @@ class PoolServiceAsyncStub(PoolServiceStub):
     """Records the pool's share of a loan's activity in the open period: funding, principal
     repaid, interest accrued or received, provisions raised or released, charge-off, recovery.
     NOT_FOUND LOAN_NOT_IN_POOL; FAILED_PRECONDITION INSUFFICIENT_POOL_CASH, EXCEEDS_LOAN_BALANCE,
-    PROVISION_EXCEEDS_EXPOSURE, NO_UNITHOLDERS. A correction of a closed period is recorded
-    here, in the open period, with a `reference` to what it corrects.
+    PROVISION_EXCEEDS_EXPOSURE, NO_UNITHOLDERS. FUND is checked against the pool's
+    concentration limits: FAILED_PRECONDITION CONCENTRATION_LIMIT_EXCEEDED, whose ErrorInfo
+    metadata `limit` names it (single_borrower: members of one connected group count as one;
+    sector; council_area), with `limit_minor` and `exposure_minor`. A correction of a closed
+    period is recorded here, in the open period, with a `reference` to what it corrects.
     """
     PayServicingFee: _aio.UnaryUnaryMultiCallable[_pool_service_pb2.PayServicingFeeRequest, _pool_service_pb2.PoolEventResult]  # type: ignore[assignment]
     """Pays the servicer (the bank) fees charged at earlier closes, out of pool cash.
@@ -292,8 +298,11 @@ class PoolServiceServicer(metaclass=_abc_1.ABCMeta):
         """Records the pool's share of a loan's activity in the open period: funding, principal
         repaid, interest accrued or received, provisions raised or released, charge-off, recovery.
         NOT_FOUND LOAN_NOT_IN_POOL; FAILED_PRECONDITION INSUFFICIENT_POOL_CASH, EXCEEDS_LOAN_BALANCE,
-        PROVISION_EXCEEDS_EXPOSURE, NO_UNITHOLDERS. A correction of a closed period is recorded
-        here, in the open period, with a `reference` to what it corrects.
+        PROVISION_EXCEEDS_EXPOSURE, NO_UNITHOLDERS. FUND is checked against the pool's
+        concentration limits: FAILED_PRECONDITION CONCENTRATION_LIMIT_EXCEEDED, whose ErrorInfo
+        metadata `limit` names it (single_borrower: members of one connected group count as one;
+        sector; council_area), with `limit_minor` and `exposure_minor`. A correction of a closed
+        period is recorded here, in the open period, with a `reference` to what it corrects.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,73 @@
+"""Concentration limits of a lending pool: single borrower (or connected group), sector and
+council area, as a share of the pool's capital.
+
+`check_concentration` is what lending calls at approval and at disbursement (inside its own
+command's transaction, before it writes anything); PoolService applies it when the pool funds a
+loan (`RecordLoanEvent` FUND). A breach is `FailedPrecondition` CONCENTRATION_LIMIT_EXCEEDED
+whose metadata names the limit first (`single_borrower`, `sector` or `council_area`), then the
+pool, the limit and the exposure in minor units.
+
+Exposure is the pool's principal in the loans of the same borrower (members of one connected
+group count as one borrower), sector or council area, plus the amount about to be lent. The
+base is the pool's net assets now; a limit of 0 bps means no limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bank.app.pool_ports import pool_store
+from bank.app.pools import LoadedPool, load
+from bank.domain.errors import FailedPrecondition
+from bank.domain.pools.split import BPS_TOTAL
+
+
+def borrower_facts(tx: Any, member_id: str, sector: str = "") -> dict[str, str]:
+    """What the limits need to know of a borrower: member, connected group, council area and
+    sector (empty strings when unknown)."""
+    member = tx.get_member(member_id) if member_id else None
+    return {"member": member_id, "group": (member.connected_group or "") if member else "",
+            "council_area": member.council_area if member else "", "sector": sector}
+
+
+def _borrower_key(facts: dict[str, str]) -> str:
+    if facts.get("group"):
+        return "group:" + facts["group"]
+    return "member:" + facts["member"] if facts.get("member") else ""
+
+
+def check_concentration(pool: LoadedPool, loan_id: str, amount_minor: int,
+                        borrower: dict[str, str]) -> None:
+    """Refuse lending `amount_minor` more to `loan_id` if a limit of the pool would be
+    exceeded (see the module docstring). Raises `FailedPrecondition`."""
+    limits, register = pool.terms.limits, pool.register
+    base = register.valuation().net_assets_minor
+    facts = pool.loans.get(loan_id) or borrower
+    checks = (("single_borrower", limits.single_borrower_bps, _borrower_key),
+              ("sector", limits.sector_bps, lambda f: f.get("sector", "")),
+              ("council_area", limits.council_area_bps, lambda f: f.get("council_area", "")))
+    for name, bps, key_of in checks:
+        key = key_of(facts)
+        if not bps or not key:
+            continue
+        exposure = amount_minor + sum(
+            register.loan(other).principal_minor for other, other_facts in pool.loans.items()
+            if key_of(other_facts) == key)
+        limit = base * bps // BPS_TOTAL
+        if exposure > limit:
+            raise FailedPrecondition(
+                "CONCENTRATION_LIMIT_EXCEEDED",
+                f"pool {pool.terms.pool_id}: the {name.replace('_', ' ')} limit of {bps} bps "
+                f"of net assets ({limit} minor units) would be exceeded by {key}: exposure "
+                f"{exposure}", metadata={"limit": name, "pool": f"pools/{pool.terms.pool_id}",
+                                         "limit_minor": str(limit),
+                                         "exposure_minor": str(exposure), "key": key})
+
+
+def check_concentration_in(tx: Any, pool_id: str, loan_id: str, amount_minor: int,
+                           member_id: str, sector: str = "") -> None:
+    """`check_concentration` for callers holding only a transaction (the loans use cases):
+    loads the pool and the borrower's facts. Raises `NotFound` POOL_NOT_FOUND or
+    `FailedPrecondition` CONCENTRATION_LIMIT_EXCEEDED."""
+    pool = load(pool_store(tx), pool_id)
+    check_concentration(pool, loan_id, amount_minor, borrower_facts(tx, member_id, sector))
