@@ -143,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     say(f"client: {sizes.procs} processes (multiprocessing, spawn) x grpc.aio, "
         f"{2} channels each; requests built outside the timed call; server: `bank serve` "
         "subprocess, plaintext loopback, audit on, JSON INFO logs to a file")
+    via = ("in-process (ops/bench/seed.py, server stopped)" if sizes.seed_via == "inprocess"
+           else "via RPC")
+    say(f"seeding: statement and audit {via}; loans in-process; member accounts of "
+        "batched/singles via RPC")
     workdir = Path(tempfile.mkdtemp(prefix="bank-bench-"))
     if args.server_rev:
         harness.SERVER_TREE[:] = [harness.export_tree(args.server_rev, workdir / "tree")]
