@@ -182,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                 say(f"work folder kept: {workdir}")
     say("")
     say(table(bench.rows))
-    say(f"\n{command}  ({time.perf_counter() - started:.0f} s in all)")
+    load1, load5, load15 = os.getloadavg()
+    say(f"\n{command}  ({time.perf_counter() - started:.0f} s in all; load average at the end "
+        f"{load1:.2f}/{load5:.2f}/{load15:.2f})")
     if args.markdown:
         args.markdown.write_text(table(bench.rows, markdown=True) + "\n")
     return 0
