@@ -16,7 +16,14 @@ from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-from bank.app.ports import AccountFilter, AuditLeaf, Head, StoredCheckpoint, StoredRequest
+from bank.app.ports import (
+    AccountFilter,
+    AuditLeaf,
+    Head,
+    PostedLine,
+    StoredCheckpoint,
+    StoredRequest,
+)
 from bank.domain.accounts import Account, AccountStatus, Side, Totals
 from bank.domain.approvals import Approval, Decision
 from bank.domain.entries import Effect, JournalEntry, Posting, TransferKind
@@ -196,6 +203,17 @@ class InMemoryLedger:
                 and (from_ns is None or e.recorded_ns >= from_ns)
                 and (to_ns is None or e.recorded_ns < to_ns)]
         return rows[:limit]
+
+    def iter_posted_lines(self, first_seq: int, last_seq: int, account_id: str | None = None
+                          ) -> Generator[PostedLine, None, None]:
+        rows = sorted(((p, e) for e in self._ordered() if first_seq <= e.seq <= last_seq
+                       for p in e.postings if p.effect is Effect.POST
+                       and account_id in (None, p.account_id)),
+                      key=lambda pe: (pe[0].account_id, pe[0].entry_seq, pe[0].index))
+        for p, e in rows:
+            a = self.s.accounts[p.account_id]
+            yield PostedLine(p, e.transfer_id, e.recorded_ns, e.effective_date, e.description,
+                             a.currency, a.owner_kind.value, a.owner_id)
 
     def totals_as_of(self, account_id: str, as_of_ns: int) -> Totals:
         lines = [p for e in self._ordered() if e.recorded_ns <= as_of_ns for p in e.postings

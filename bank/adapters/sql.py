@@ -39,7 +39,14 @@ from bank.adapters import tables as t
 from bank.adapters.sql_loans import SqlLoanStore
 from bank.adapters.sql_members import SqlMemberStore
 from bank.adapters.sql_pools import SqlPoolStore
-from bank.app.ports import AccountFilter, AuditLeaf, Head, StoredCheckpoint, StoredRequest
+from bank.app.ports import (
+    AccountFilter,
+    AuditLeaf,
+    Head,
+    PostedLine,
+    StoredCheckpoint,
+    StoredRequest,
+)
 from bank.domain.accounts import Account, AccountStatus, AccountType, OwnerKind, Side, Totals
 from bank.domain.approvals import Approval, Decision
 from bank.domain.entries import Effect, JournalEntry, Posting, TransferKind
@@ -51,6 +58,7 @@ log = logging.getLogger(__name__)
 
 IN_CLAUSE_CHUNK = 500  # keys per IN (...) list (measured: = ANY(array) was slower on PG)
 POOL_SIZE = 10
+AUDIT_FETCH = 256  # audit leaves per fetch when streaming the log
 
 
 def make_engine(url: str, *, echo: bool = False) -> Engine:
@@ -501,6 +509,30 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
             select(t.entries).where(t.entries.c.seq.in_({r.entry_seq for r in rows})))}
         return [(_posting(r), _entry(headers[r.entry_seq], ())) for r in rows]
 
+    def iter_posted_lines(self, first_seq: int, last_seq: int, account_id: str | None = None
+                          ) -> Generator[PostedLine, None, None]:
+        p, e, a = t.postings.c, t.entries.c, t.accounts.c
+        query = (select(t.postings, e.recorded_ns.label("entry_recorded_ns"), e.transfer_id,
+                        e.effective_date, e.description, a.currency.label("account_currency"),
+                        a.owner_kind, a.owner_id)
+                 .join(t.entries, e.seq == p.entry_seq)
+                 .join(t.accounts, a.account_id == p.account_id)
+                 .where(p.effect == "post", p.entry_seq >= first_seq, p.entry_seq <= last_seq))
+        if account_id is not None:
+            query = query.where(p.account_id == account_id)
+        # The order of ix_postings_statement (effect is fixed), which PostgreSQL can walk;
+        # SQLite may sort the period's lines instead (its sorter spills to disk when big).
+        result = self.conn.execution_options(yield_per=2_000).execute(
+            query.order_by(p.account_id, p.effect, p.entry_seq, p.idx))
+        try:
+            for row in result:
+                m = row._mapping
+                yield PostedLine(_posting(row), m["transfer_id"], m["entry_recorded_ns"],
+                                 m["effective_date"], m["description"], m["account_currency"],
+                                 m["owner_kind"], m["owner_id"])
+        finally:
+            result.close()
+
     def totals_as_of(self, account_id: str, as_of_ns: int) -> Totals:
         p = t.postings.c
         row = self.conn.execute(
@@ -540,7 +572,8 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
         query = select(t.audit_log).where(a.idx >= start).order_by(a.idx)
         if stop is not None:
             query = query.where(a.idx < stop)
-        result = self.conn.execution_options(yield_per=5_000).execute(query)
+        # Fetched a few hundred at a time: a leaf of a 1,000-transfer batch is ~100 kB.
+        result = self.conn.execution_options(yield_per=AUDIT_FETCH).execute(query)
         try:
             for row in result:
                 yield AuditLeaf(row.idx, row.recorded_ns, bytes(row.leaf), bytes(row.leaf_hash))

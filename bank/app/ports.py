@@ -54,6 +54,21 @@ class StoredCheckpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class PostedLine:
+    """A posted line as an account statement shows it: the posting, what it needs of the
+    entry (its recorded time is the entry's) and of the account."""
+
+    posting: Posting
+    transfer_id: str
+    recorded_ns: int
+    effective_date: date
+    description: str
+    account_currency: str
+    owner_kind: str
+    owner_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class AccountFilter:
     owner_kind: str | None = None
     owner_id: str | None = None
@@ -106,6 +121,13 @@ class LedgerReader(Protocol):
     def statement(self, account_id: str, after_seq: int, after_index: int, limit: int,
                   from_ns: int | None, to_ns: int | None) -> list[tuple[Posting, JournalEntry]]:
         """Posted lines of an account in order, after posting (`after_seq`, `after_index`)."""
+        ...
+
+    def iter_posted_lines(self, first_seq: int, last_seq: int, account_id: str | None = None
+                          ) -> Generator[PostedLine, None, None]:
+        """Posted lines of the entries at positions first_seq..last_seq (only `account_id`'s
+        when given), grouped by account in the database's order of account ids, each account's
+        in position order; streamed."""
         ...
 
     def totals_as_of(self, account_id: str, as_of_ns: int) -> Totals:

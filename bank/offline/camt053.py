@@ -34,8 +34,10 @@ from __future__ import annotations
 import hashlib
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
+from pathlib import Path
 
 from bank.domain.currency import EXPONENTS
 
@@ -45,11 +47,15 @@ __all__ = [
     "DESCRIPTION_MAX",
     "NAMESPACE",
     "POSITION_REF_TYPE",
+    "AddsUp",
+    "LineTotals",
     "Statement",
     "StatementError",
     "StatementLine",
     "check_adds_up",
+    "iter_camt053",
     "read_camt053",
+    "scan_camt053",
     "write_camt053",
 ]
 
@@ -139,7 +145,65 @@ def write_camt053(statement: Statement) -> bytes:
     exponent that is not its ISO 4217 one, naive datetimes, negative or oversized amounts,
     characters XML cannot represent). Descriptions longer than 500 characters are truncated.
     """
-    s = statement
+    root, stmt, exponent = _document(statement)
+    lines = [_checked_line(line, i) for i, line in enumerate(statement.lines)]
+    totals = LineTotals()
+    for line, _ in lines:
+        totals.add(line.side, line.amount_minor)
+    _write_summary(stmt, totals, exponent)
+    return b"".join((_head(root), *_entries(lines, statement.currency, exponent), _TAIL))
+
+
+def iter_camt053(statement: Statement, totals: LineTotals,
+                 lines: Iterable[StatementLine]) -> Iterator[bytes]:
+    """The same bytes as `write_camt053`, in parts, for a statement too long to hold: the
+    lines come from `lines` (`statement.lines` is ignored) and `totals` must be theirs (the
+    transaction summary precedes the entries in the document). A line that cannot be written
+    raises `StatementError` part way through."""
+    root, stmt, exponent = _document(statement)
+    _write_summary(stmt, totals, exponent)
+    yield _head(root)
+    batch: list[tuple[StatementLine, str]] = []
+    written = 0
+    for index, line in enumerate(lines):
+        batch.append(_checked_line(line, index))
+        if len(batch) == _ENTRY_BATCH:
+            yield from _entries(batch, statement.currency, exponent, written)
+            written += len(batch)
+            batch = []
+    yield from _entries(batch, statement.currency, exponent, written)
+    yield _TAIL
+
+
+@dataclass(slots=True)
+class LineTotals:
+    """Counts and sums of a statement's credit and debit lines (its TxsSummry)."""
+
+    credit_count: int = 0
+    credits: int = 0
+    debit_count: int = 0
+    debits: int = 0
+
+    def add(self, side: str, amount_minor: int) -> None:
+        if side == "C":
+            self.credit_count += 1
+            self.credits += amount_minor
+        elif side == "D":
+            self.debit_count += 1
+            self.debits += amount_minor
+
+
+def _count(totals: LineTotals) -> int:
+    return totals.credit_count + totals.debit_count
+
+
+_ENTRY_BATCH = 256
+_TAIL_TEXT = "</Stmt></BkToCstmrStmt></Document>"
+_TAIL = _TAIL_TEXT.encode()
+
+
+def _document(s: Statement) -> tuple[ET.Element, ET.Element, int]:
+    """The document up to its balances (checked), its Stmt element and the exponent."""
     exponent = _check_currency(s.currency, s.exponent)
     statement_id = _text(s.statement_id, "statement_id", _MAX35)
     account_id = _text(s.account_id, "account_id", _MAX34)
@@ -150,9 +214,6 @@ def write_camt053(statement: Statement) -> bytes:
     if from_time > to_time:
         raise StatementError(f"from_time {s.from_time.isoformat()} is after to_time "
                              f"{s.to_time.isoformat()}")
-
-    def amount(parent: ET.Element, tag: str, minor: int, what: str) -> None:
-        _sub(parent, tag, _format_amount(minor, exponent, what), {"Ccy": s.currency})
 
     # Built with plain tag names under an explicit default-namespace declaration: ElementTree's
     # `default_namespace` option refuses the unqualified Ccy attribute.
@@ -181,18 +242,37 @@ def write_camt053(statement: Statement) -> bytes:
         _check_int(minor, what)
         bal = _sub(stmt, "Bal")
         _sub(_sub(_sub(bal, "Tp"), "CdOrPrtry"), "Cd", code)
-        amount(bal, "Amt", abs(minor), what)
+        _sub(bal, "Amt", _format_amount(abs(minor), exponent, what), {"Ccy": s.currency})
         _sub(bal, "CdtDbtInd", "CRDT" if minor >= 0 else "DBIT")
         _sub(_sub(bal, "Dt"), "Dt", day.isoformat())
+    return root, stmt, exponent
 
-    lines = [_checked_line(line, i) for i, line in enumerate(s.lines)]
-    _write_summary(stmt, lines, exponent)
 
-    for index, (line, description) in enumerate(lines):
+def _serialised(element: ET.Element) -> str:
+    # ElementTree escapes CR in attributes but not in text, where a parser would turn it into
+    # LF. The serializer itself never emits CR, so every raw CR here comes from text content.
+    return ET.tostring(element, encoding="unicode").replace("\r", "&#13;")
+
+
+def _head(root: ET.Element) -> bytes:
+    """The declaration and the document up to where the entries go (before the Stmt ends)."""
+    body = _serialised(root)
+    assert body.endswith(_TAIL_TEXT)
+    return _DECLARATION + body[:-len(_TAIL_TEXT)].encode("utf-8")
+
+
+def _entries(lines: list[tuple[StatementLine, str]], currency: str, exponent: int,
+             first_index: int = 0) -> Iterator[bytes]:
+    """The Ntry elements of `lines` (checked), serialised as they are inside the document."""
+    if not lines:
+        return
+    holder = ET.Element("_")
+    for index, (line, description) in enumerate(lines, first_index):
         where = f"lines[{index}]"
-        ntry = _sub(stmt, "Ntry")
+        ntry = _sub(holder, "Ntry")
         _sub(ntry, "NtryRef", line.entry_ref)
-        amount(ntry, "Amt", line.amount_minor, f"{where}.amount_minor")
+        _sub(ntry, "Amt", _format_amount(line.amount_minor, exponent, f"{where}.amount_minor"),
+             {"Ccy": currency})
         _sub(ntry, "CdtDbtInd", _SIDES[line.side])
         _sub(_sub(ntry, "Sts"), "Cd", "BOOK")
         _sub(_sub(ntry, "BookgDt"), "Dt", line.booking_date.isoformat())
@@ -208,31 +288,28 @@ def write_camt053(statement: Statement) -> bytes:
         _sub(prtry, "Ref", str(line.position))
         if description:
             _sub(ntry, "AddtlNtryInf", description)
-
-    body = ET.tostring(root, encoding="unicode")
-    # ElementTree escapes CR in attributes but not in text, where a parser would turn it into
-    # LF. The serializer itself never emits CR, so every raw CR here comes from text content.
-    return _DECLARATION + body.replace("\r", "&#13;").encode("utf-8")
+    body = _serialised(holder)
+    assert body.startswith("<_>") and body.endswith("</_>")
+    yield body[3:-4].encode("utf-8")
 
 
-def _write_summary(stmt: ET.Element, lines: list[tuple[StatementLine, str]],
-                   exponent: int) -> None:
-    credits = [line.amount_minor for line, _ in lines if line.side == "C"]
-    debits = [line.amount_minor for line, _ in lines if line.side == "D"]
-    total, net = sum(credits) + sum(debits), sum(credits) - sum(debits)
+def _write_summary(stmt: ET.Element, totals: LineTotals, exponent: int) -> None:
+    credits, debits = totals.credits, totals.debits
+    total, net = credits + debits, credits - debits
     if max(total, abs(net)) >= _AMOUNT_LIMIT:
         return  # TxsSummry is optional; its sums are limited to 18 digits
     summary = _sub(stmt, "TxsSummry")
     all_entries = _sub(summary, "TtlNtries")
-    _sub(all_entries, "NbOfNtries", str(len(lines)))
+    _sub(all_entries, "NbOfNtries", str(_count(totals)))
     _sub(all_entries, "Sum", _format_amount(total, exponent, "TxsSummry"))
     net_entry = _sub(all_entries, "TtlNetNtry")
     _sub(net_entry, "Amt", _format_amount(abs(net), exponent, "TxsSummry"))
     _sub(net_entry, "CdtDbtInd", "CRDT" if net >= 0 else "DBIT")
-    for tag, amounts in (("TtlCdtNtries", credits), ("TtlDbtNtries", debits)):
+    for tag, count, amount in (("TtlCdtNtries", totals.credit_count, credits),
+                               ("TtlDbtNtries", totals.debit_count, debits)):
         part = _sub(summary, tag)
-        _sub(part, "NbOfNtries", str(len(amounts)))
-        _sub(part, "Sum", _format_amount(sum(amounts), exponent, "TxsSummry"))
+        _sub(part, "NbOfNtries", str(count))
+        _sub(part, "Sum", _format_amount(amount, exponent, "TxsSummry"))
 
 
 def _checked_line(line: StatementLine, index: int) -> tuple[StatementLine, str]:
@@ -341,7 +418,41 @@ def read_camt053(data: bytes) -> Statement:
     transaction summary that disagrees with the entries, and so on. Lines are returned in
     document order; `check_adds_up` checks their order and the balances.
     """
-    root = _parse(data)
+    head, stmt = _read_head(_parse(data))
+    lines = [_read_entry(ntry, f"Stmt/Ntry[{i}]", head.currency, head.exponent)
+             for i, ntry in enumerate(stmt.findall(_q("Ntry")))]
+    summary = stmt.find(_q("TxsSummry"))
+    if summary is not None:
+        totals = LineTotals()
+        for line in lines:
+            totals.add(line.side, line.amount_minor)
+        _check_summary(summary, totals, head.currency, head.exponent)
+    head.lines.extend(lines)
+    return head
+
+
+def scan_camt053(path: Path, on_line: Callable[[StatementLine], None]) -> Statement:
+    """`read_camt053` of the file at `path`, for a statement of any length: the same checks
+    with the same errors, in the same order, but each line is passed to `on_line` in document
+    order as it is read (the returned statement has no lines). Memory does not grow with the
+    number of entries; the file is read three times (checks on the raw bytes, the document
+    without its entries, then the entries)."""
+    _check_raw(path)
+    head, stmt = _read_head(_skeleton(path))
+    totals = LineTotals()
+    for i, ntry in enumerate(_statement_entries(path)):
+        line = _read_entry(ntry, f"Stmt/Ntry[{i}]", head.currency, head.exponent)
+        totals.add(line.side, line.amount_minor)
+        on_line(line)
+    summary = stmt.find(_q("TxsSummry"))
+    if summary is not None:
+        _check_summary(summary, totals, head.currency, head.exponent)
+    return head
+
+
+def _read_head(root: ET.Element) -> tuple[Statement, ET.Element]:
+    """Everything but the entries and the summary check: a statement without lines, and its
+    Stmt element."""
     if root.tag != _q("Document"):
         raise StatementError(f"root element is {root.tag!r}; expected Document in namespace "
                              f"{NAMESPACE}")
@@ -392,12 +503,6 @@ def read_camt053(data: bytes) -> Statement:
         if code not in balances:
             raise StatementError(f"Stmt: no {code} balance")
 
-    lines = [_read_entry(ntry, f"Stmt/Ntry[{i}]", currency, exponent)
-             for i, ntry in enumerate(stmt.findall(_q("Ntry")))]
-    summary = stmt.find(_q("TxsSummry"))
-    if summary is not None:
-        _check_summary(summary, lines, currency, exponent)
-
     return Statement(
         statement_id=statement_id,
         account_id=account_id,
@@ -409,8 +514,117 @@ def read_camt053(data: bytes) -> Statement:
         to_time=to_time,
         opening_balance_minor=balances["OPBD"],
         closing_balance_minor=balances["CLBD"],
-        lines=lines,
-    )
+        lines=[],
+    ), stmt
+
+
+_READ_CHUNK = 1 << 16
+_BOM = b"\xef\xbb\xbf"
+_MARKERS = ("<!DOCTYPE", "<!ENTITY")
+
+
+def _check_raw(path: Path) -> None:
+    """`_parse`'s checks before parsing, over the file in chunks: the declared encoding, UTF-8
+    throughout (naming the first bad byte's offset), no DTD or entity declaration."""
+    with path.open("rb") as handle:
+        pending = handle.read(_READ_CHUNK)
+        while b">" not in pending and (more := handle.read(_READ_CHUNK)):
+            pending += more  # the declaration's encoding attribute ends before its first ">"
+        pending = pending.removeprefix(_BOM)
+        declared = _ENCODING.match(pending)
+        if declared and declared.group(1).lower() not in (b"utf-8", b"utf8"):
+            encoding = declared.group(1).decode("ascii")
+            raise StatementError(f"document declares encoding {encoding!r}; only UTF-8 is "
+                                 "accepted")
+        offset, tail, found = 0, "", set[str]()
+        while True:
+            chunk = handle.read(_READ_CHUNK)
+            data = pending + chunk
+            cut = _utf8_boundary(data) if chunk else len(data)
+            try:
+                text = data[:cut].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise StatementError(f"document is not valid UTF-8 at byte "
+                                     f"{offset + exc.start}") from exc
+            window = tail + text
+            found.update(marker for marker in _MARKERS if marker in window)
+            tail = window[-(max(map(len, _MARKERS)) - 1):]
+            offset, pending = offset + cut, data[cut:]
+            if not chunk:
+                break
+    for marker in _MARKERS:
+        if marker in found:
+            raise StatementError(f"document contains {marker}: DTDs and entity declarations "
+                                 "are refused")
+
+
+def _utf8_boundary(data: bytes) -> int:
+    """Where to cut `data` so that no UTF-8 sequence that may go on in the next chunk is cut."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            return len(data)
+        if byte >= 0xC0:  # a lead byte: is its sequence complete?
+            need = 2 if byte < 0xE0 else 3 if byte < 0xF0 else 4
+            return len(data) - back if need > back else len(data)
+    return len(data)
+
+
+def _pull(path: Path) -> Iterator[tuple[str, ET.Element]]:
+    """(event, element) for "start" and "end", parsing the file in chunks, as `_parse` does."""
+    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
+    try:
+        with path.open("rb") as handle:
+            chunk = handle.read(_READ_CHUNK).removeprefix(_BOM)
+            while chunk:
+                parser.feed(chunk)
+                yield from parser.read_events()  # type: ignore[misc]
+                chunk = handle.read(_READ_CHUNK)
+        parser.close()
+        yield from parser.read_events()  # type: ignore[misc]
+    except ET.ParseError as exc:
+        raise StatementError(f"document is not well-formed XML: {exc}") from exc
+
+
+def _is_entry(stack: list[ET.Element], element: ET.Element) -> bool:
+    """Whether `element`, just ended, is a Ntry child of a Stmt of a BkToCstmrStmt."""
+    return (len(stack) == 3 and element.tag == _q("Ntry") and stack[2].tag == _q("Stmt")
+            and stack[1].tag == _q("BkToCstmrStmt"))
+
+
+def _skeleton(path: Path) -> ET.Element:
+    """The document without the Ntry elements of its statements."""
+    stack: list[ET.Element] = []
+    root: ET.Element | None = None
+    for event, element in _pull(path):
+        if event == "start":
+            root = element if root is None else root
+            stack.append(element)
+            continue
+        stack.pop()
+        if _is_entry(stack, element):
+            stack[-1].remove(element)
+    assert root is not None  # an empty document is not well-formed
+    return root
+
+
+def _statement_entries(path: Path) -> Iterator[ET.Element]:
+    """The Ntry elements of the statement `_read_head` reads (in the first BkToCstmrStmt), in
+    document order, each dropped from the tree once the caller is done with it."""
+    stack: list[ET.Element] = []
+    report: ET.Element | None = None
+    for event, element in _pull(path):
+        if event == "start":
+            stack.append(element)
+            if report is None and len(stack) == 2 and element.tag == _q("BkToCstmrStmt"):
+                report = element
+            continue
+        stack.pop()
+        if _is_entry(stack, element) and stack[1] is report:
+            yield element
+            stack[-1].remove(element)
+        elif len(stack) == 3 and stack[1] is not report:
+            stack[-1].remove(element)  # other reports are not read: do not keep them
 
 
 def _parse(data: bytes) -> ET.Element:
@@ -473,14 +687,13 @@ def _read_entry(ntry: ET.Element, where: str, currency: str, exponent: int) -> S
     )
 
 
-def _check_summary(summary: ET.Element, lines: list[StatementLine], currency: str,
+def _check_summary(summary: ET.Element, totals: LineTotals, currency: str,
                    exponent: int) -> None:
-    credits = [line.amount_minor for line in lines if line.side == "C"]
-    debits = [line.amount_minor for line in lines if line.side == "D"]
+    credits, debits = totals.credits, totals.debits
     expected = {
-        "TtlNtries": (len(lines), sum(credits) + sum(debits)),
-        "TtlCdtNtries": (len(credits), sum(credits)),
-        "TtlDbtNtries": (len(debits), sum(debits)),
+        "TtlNtries": (_count(totals), credits + debits),
+        "TtlCdtNtries": (totals.credit_count, credits),
+        "TtlDbtNtries": (totals.debit_count, debits),
     }
     for tag, (count, total) in expected.items():
         where = f"Stmt/TxsSummry/{tag}"
@@ -505,9 +718,9 @@ def _check_summary(summary: ET.Element, lines: list[StatementLine], currency: st
             net = _amount(_one(net_el, "Amt", net_where), f"{net_where}/Amt", None, exponent)
             if _indicator(_one(net_el, "CdtDbtInd", net_where), f"{net_where}/CdtDbtInd") == "D":
                 net = -net
-            if net != sum(credits) - sum(debits):
+            if net != credits - debits:
                 raise StatementError(f"{net_where} is {net} minor units but credits minus "
-                                     f"debits is {sum(credits) - sum(debits)}")
+                                     f"debits is {credits - debits}")
 
 
 def _one(parent: ET.Element, tag: str, where: str, *, hint: str = "") -> ET.Element:
@@ -614,30 +827,56 @@ def _datetime(element: ET.Element, where: str) -> datetime:
 def check_adds_up(statement: Statement) -> None:
     """Raise `StatementError` unless the lines are in strictly increasing position order and
     opening + credits - debits == closing (balances signed with credit positive)."""
-    previous: int | None = None
-    credits = debits = 0
-    for i, line in enumerate(statement.lines):
+    tally = AddsUp()
+    for line in statement.lines:
+        tally.add(line)
+    tally.check(statement)
+
+
+class AddsUp:
+    """`check_adds_up` for lines that arrive one at a time: `add` each line, then `check` the
+    statement (its own lines are not looked at) for the same error `check_adds_up` raises."""
+
+    __slots__ = ("_count", "_credits", "_debits", "_previous", "_problem")
+
+    def __init__(self) -> None:
+        self._count = self._credits = self._debits = 0
+        self._previous: int | None = None
+        self._problem: str | None = None
+
+    def add(self, line: StatementLine) -> None:
+        i = self._count
+        self._count += 1
+        if self._problem is not None:
+            return
+        previous = self._previous
         if previous is not None and line.position <= previous:
-            raise StatementError(f"lines out of order: line {i} ({line.entry_ref!r}) has "
-                                 f"position {line.position} after position {previous}")
-        previous = line.position
+            self._problem = (f"lines out of order: line {i} ({line.entry_ref!r}) has "
+                             f"position {line.position} after position {previous}")
+            return
+        self._previous = line.position
         if line.amount_minor < 0:
-            raise StatementError(f"line {i} ({line.entry_ref!r}) has a negative amount "
-                                 f"{line.amount_minor}")
-        if line.side == "C":
-            credits += line.amount_minor
+            self._problem = (f"line {i} ({line.entry_ref!r}) has a negative amount "
+                             f"{line.amount_minor}")
+        elif line.side == "C":
+            self._credits += line.amount_minor
         elif line.side == "D":
-            debits += line.amount_minor
+            self._debits += line.amount_minor
         else:
-            raise StatementError(f"line {i} ({line.entry_ref!r}) has side {line.side!r}; "
-                                 "expected 'D' or 'C'")
-    expected = statement.opening_balance_minor + credits - debits
-    if expected != statement.closing_balance_minor:
-        raise StatementError(
-            f"statement {statement.statement_id!r} does not add up: opening "
-            f"{statement.opening_balance_minor} + credits {credits} - debits {debits} = "
-            f"{expected}, but closing is {statement.closing_balance_minor} "
-            f"(off by {statement.closing_balance_minor - expected} minor units)")
+            self._problem = (f"line {i} ({line.entry_ref!r}) has side {line.side!r}; "
+                             "expected 'D' or 'C'")
+
+    def check(self, statement: Statement) -> None:
+        if self._problem is not None:
+            raise StatementError(self._problem)
+        credits, debits = self._credits, self._debits
+        expected = statement.opening_balance_minor + credits - debits
+        if expected != statement.closing_balance_minor:
+            raise StatementError(
+                f"statement {statement.statement_id!r} does not add up: opening "
+                f"{statement.opening_balance_minor} + credits {credits} - debits {debits} = "
+                f"{expected}, but closing is {statement.closing_balance_minor} "
+                f"(off by {statement.closing_balance_minor - expected} minor units)")
 
 
 def camt_ref(reference: str, fallback: str) -> str:

@@ -13,6 +13,12 @@ contiguous and, with the proof's left and right subtree roots, rebuild the check
 consistency with the previous checkpoint; that every entry was recorded by an exported leaf and
 balances per currency; that every statement adds up and matches the entries; that the trial
 balance balances. Only the standard library and `cryptography` are needed.
+
+Memory does not grow with the number of leaves, entries or lines: files are hashed and read in
+chunks or a line at a time, the Merkle root is rebuilt in O(log n), entries are matched to the
+leaves that recorded them by merging the two files in position order (read a second time), and
+each statement is compared with the entries through a digest of each account's lines, kept per
+account with its first line and running totals.
 """
 
 from __future__ import annotations
@@ -24,13 +30,21 @@ import hashlib
 import json
 import sys
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bank.domain.audit import leaf_hash
 from bank.domain.merkle import ProofError, RootBuilder, aligned_subtrees, verify_consistency
-from bank.offline.camt053 import StatementError, camt_account_id, check_adds_up, read_camt053
+from bank.offline.camt053 import (
+    AddsUp,
+    StatementError,
+    StatementLine,
+    camt_account_id,
+    read_camt053,
+    scan_camt053,
+)
 from bank.offline.checkpoint import Checkpoint, verify_checkpoint
 from bank.offline.note import NoteError, Verifier, open_note
 
@@ -38,6 +52,8 @@ FORMAT = "peoplesbank-audit-export/1"
 MANIFEST_ORIGIN = "peoplesbank.coop/export/v1"
 SIGNED = ("manifest.json", "manifest.sig")
 REQUIRED = ("checkpoint.txt", "proof.json", "leaves.jsonl", "entries.jsonl", "trial_balance.json")
+READ_CHUNK = 1 << 20
+SMALL_STATEMENT = 1 << 20  # bytes: larger statements are read as a stream (three passes)
 
 
 class BundleError(Exception):
@@ -59,6 +75,21 @@ def _hex(value: Any, what: str) -> bytes:
     if len(raw) != 32:
         raise BundleError(f"{what} is not a SHA-256 hash")
     return raw
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _lines(path: Path) -> Iterator[bytes]:
+    """`path.read_bytes().splitlines()`, a line at a time."""
+    with path.open("rb") as handle:
+        for line in handle:
+            yield from line.splitlines()
 
 
 def check_manifest(bundle: Path, verifiers: list[Verifier]) -> dict[str, Any]:
@@ -84,13 +115,24 @@ def check_manifest(bundle: Path, verifiers: list[Verifier]) -> dict[str, Any]:
     if missing:
         raise BundleError(f"file listed in the manifest is missing: {missing[0]}")
     for name, digest in sorted(listed.items()):
-        if hashlib.sha256((bundle / name).read_bytes()).hexdigest() != digest:
+        if _sha256(bundle / name) != digest:
             raise BundleError(f"{name}: SHA-256 does not match the manifest (file changed)")
     return manifest
 
 
+@dataclass
+class Tree:
+    """What `check_tree` found: the checkpoint, the number of leaves, and whether the entry
+    positions the leaves record are plain increasing integers (then entries are matched to
+    them by a merge; otherwise by a table, as a bundle made by hand may need)."""
+
+    checkpoint: Checkpoint
+    leaves: int
+    ordered: bool
+
+
 def check_tree(bundle: Path, manifest: dict[str, Any], verifiers: list[Verifier],
-               previous: Checkpoint | None) -> tuple[Checkpoint, list[dict[str, Any]]]:
+               previous: Checkpoint | None) -> Tree:
     try:
         checkpoint = verify_checkpoint((bundle / "checkpoint.txt").read_text(), verifiers)
     except NoteError as error:
@@ -104,8 +146,9 @@ def check_tree(bundle: Path, manifest: dict[str, Any], verifiers: list[Verifier]
             first, [_hex(h, "proof.left") for h in proof["left"]])
     except ProofError as error:
         raise BundleError(f"proof.json: {error}") from None
-    records = []
-    for number, line in enumerate((bundle / "leaves.jsonl").read_bytes().splitlines()):
+    count = 0
+    ordered, last_position = True, 0
+    for number, line in enumerate(_lines(bundle / "leaves.jsonl")):
         item = json.loads(line)
         if item["index"] != first + number:
             raise BundleError(f"leaves.jsonl line {number + 1}: leaf {item['index']} where "
@@ -118,7 +161,9 @@ def check_tree(bundle: Path, manifest: dict[str, Any], verifiers: list[Verifier]
         if record.get("index") != item["index"]:
             raise BundleError(f"leaf {item['index']} says it is leaf {record.get('index')}")
         builder.append(leaf_hash(data))
-        records.append(record)
+        count += 1
+        if ordered:
+            ordered, last_position = _ordered(record, last_position)
     if previous is not None and first > previous.size:
         raise BundleError(f"the bundle starts at leaf {first}, after the previous checkpoint's "
                           f"{previous.size} leaves: leaves in between would go unseen")
@@ -136,7 +181,34 @@ def check_tree(bundle: Path, manifest: dict[str, Any], verifiers: list[Verifier]
         raise BundleError("the leaves are not included in the checkpoint: the rebuilt root "
                           "differs (a leaf was edited, removed, added or reordered)")
     _check_previous(proof.get("previous"), previous, checkpoint)
-    return checkpoint, records
+    return Tree(checkpoint, count, ordered)
+
+
+def _ordered(record: dict[str, Any], last: int) -> tuple[bool, int]:
+    """Whether the entries `record` records are well-formed at strictly increasing integer
+    positions after `last`, and the last of them."""
+    try:
+        for effect in record.get("effects", []):
+            if effect[0] != "entry":
+                continue
+            position = effect[1]
+            if type(position) is not int or position <= last:
+                return False, last
+            _ = effect[2]
+            last = position
+    except (KeyError, TypeError, IndexError, AttributeError):
+        return False, last
+    return True, last
+
+
+def _recorded(bundle: Path) -> Iterator[tuple[Any, Any]]:
+    """(position, digest) of every entry the leaves record, in leaf order (the leaves were
+    checked by `check_tree`)."""
+    for line in _lines(bundle / "leaves.jsonl"):
+        record = json.loads(base64.b64decode(json.loads(line)["leaf"], validate=True))
+        for effect in record.get("effects", []):
+            if effect[0] == "entry":
+                yield effect[1], effect[2]
 
 
 def _check_previous(claimed: dict[str, Any] | None, previous: Checkpoint | None,
@@ -168,80 +240,170 @@ class Line:
     after: int  # the account's posted credits minus debits right after this line
 
 
-def check_entries(bundle: Path, records: list[dict[str, Any]],
-                  complete: bool) -> dict[str, list[Line]]:
+def _key(value: Any) -> str:
+    """A value as the comparison of lines sees it: equal numbers alike (1 == 1.0 == True)."""
+    if isinstance(value, bool) or (isinstance(value, float) and value.is_integer()):
+        value = int(value)
+    return repr(value)
+
+
+def _line_digest_part(position: Any, side: Any, amount: Any) -> bytes:
+    return f"{_key(position)}\x1f{_key(side)}\x1f{_key(amount)}\x1e".encode()
+
+
+@dataclass
+class AccountLines:
+    """An account's posted lines in the entries, without keeping them: how many, the first,
+    the balance after the last, and a digest of (position, side, amount) of each in order."""
+
+    count: int = 0
+    first: Line | None = None
+    last_after: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
+
+    def add(self, line: Line) -> None:
+        self.count += 1
+        if self.first is None:
+            self.first = line
+        self.last_after = line.after
+        self.digest.update(_line_digest_part(line.position, line.side, line.amount))
+
+
+@dataclass
+class Entries:
+    """What `check_entries` keeps: the accounts' lines, and posted debits per currency up to
+    the trial balance's position (when that could be read beforehand)."""
+
+    by_account: dict[str, AccountLines]
+    upto: int | None
+    debits: dict[str, int]
+
+    @property
+    def lines(self) -> int:
+        return sum(a.count for a in self.by_account.values())
+
+
+def _upto(bundle: Path) -> int | None:
+    """trial_balance.json's upto_position when it is an integer, else None (then
+    `check_trial_balance` reads the entries again, and reports what is wrong in its turn)."""
+    try:
+        upto = json.loads((bundle / "trial_balance.json").read_bytes())["upto_position"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+    return upto if type(upto) is int else None
+
+
+def _posted_lines(entry: dict[str, Any]) -> Iterator[tuple[str, Line]]:
+    for _, account, side, amount, currency, effect, debits, credits, *_ in entry["postings"]:
+        if effect == "post":
+            yield account, Line(entry["position"], side, amount, currency, credits - debits)
+
+
+def check_entries(bundle: Path, tree: Tree, complete: bool) -> Entries:
     """Every entry was recorded by an exported leaf and balances; when the bundle is not
     narrowed to some accounts, every entry the leaves recorded is present too."""
-    audited = {e[1]: e[2] for r in records for e in r.get("effects", []) if e[0] == "entry"}
-    by_account: dict[str, list[Line]] = defaultdict(list)
-    seen: set[int] = set()
+    recorded = _recorded(bundle)
+    table: dict[Any, Any] | None = None
+    seen: set[Any] = set()
+    if not tree.ordered:  # a table of what the leaves record, as a bundle made by hand needs
+        table = {position: digest for position, digest in recorded}
+    head = None if table is not None else next(recorded, None)  # the next unmatched record
+    first_missing: Any = None
+    upto = _upto(bundle)
+    result = Entries(defaultdict(AccountLines), upto, defaultdict(int))
     last_position = 0
-    for number, line in enumerate((bundle / "entries.jsonl").read_bytes().splitlines()):
+    for number, line in enumerate(_lines(bundle / "entries.jsonl")):
         entry = json.loads(line)
-        if entry["position"] <= last_position:
-            raise BundleError(f"entries.jsonl line {number + 1}: entry {entry['position']} is "
+        position = entry["position"]
+        if position <= last_position:
+            raise BundleError(f"entries.jsonl line {number + 1}: entry {position} is "
                               "out of order or duplicated")
-        last_position = entry["position"]
+        last_position = position
         digest = hashlib.sha256(json.dumps(entry, sort_keys=True, separators=(",", ":"),
                                            ensure_ascii=False).encode()).hexdigest()
-        if audited.get(entry["position"]) != digest:
-            raise BundleError(f"entries.jsonl line {number + 1}: entry {entry['position']} is "
+        if table is not None:
+            audited = table.get(position)
+            seen.add(position)
+        else:  # both in increasing position order: a record passed over is missing
+            while head is not None and head[0] < position:
+                first_missing = head[0] if first_missing is None else first_missing
+                head = next(recorded, None)
+            audited = None
+            if head is not None and head[0] == position:
+                audited, head = head[1], next(recorded, None)
+        if audited != digest:
+            raise BundleError(f"entries.jsonl line {number + 1}: entry {position} is "
                               "not the one an exported audit leaf recorded")
-        seen.add(entry["position"])
         net: dict[tuple[str, str], int] = defaultdict(int)
         for _, account, side, amount, currency, effect, debits, credits, *_ in entry["postings"]:
             if amount <= 0:
-                raise BundleError(f"entry {entry['position']}: a posting is not positive")
+                raise BundleError(f"entry {position}: a posting is not positive")
             net[(effect, currency)] += amount if side == "D" else -amount
             if effect == "post":
-                by_account[account].append(Line(entry["position"], side, amount, currency,
-                                                credits - debits))
+                result.by_account[account].add(
+                    Line(position, side, amount, currency, credits - debits))
+                if upto is not None and position <= upto and side == "D":
+                    result.debits[currency] += amount
         if any(net.values()):
-            raise BundleError(f"entry {entry['position']}: postings do not balance")
-    missing = sorted(set(audited) - seen)
-    if complete and missing:
-        raise BundleError(f"entry {missing[0]} recorded by an exported audit leaf is missing "
+            raise BundleError(f"entry {position}: postings do not balance")
+    if table is not None:
+        missing = sorted(set(table) - seen)
+        first_missing = missing[0] if missing else None
+    elif first_missing is None and head is not None:
+        first_missing = head[0]
+    if complete and first_missing is not None:
+        raise BundleError(f"entry {first_missing} recorded by an exported audit leaf is missing "
                           "from entries.jsonl")
-    return by_account
+    return result
 
 
-def check_statements(bundle: Path, by_account: dict[str, list[Line]],
-                     accounts: list[str]) -> int:
+def check_statements(bundle: Path, entries: Entries, accounts: list[str]) -> int:
     """A statement for every account with posted lines (or every account the bundle was
     narrowed to); each in the postings' currency, adding up, and opening and closing at the
     balances the entries' running totals give."""
+    by_account = entries.by_account
     present = {p.name.removesuffix(".xml"): p for p in (bundle / "statements").glob("*.xml")}
     wanted = set(accounts) if accounts else set(by_account)
     absent = sorted(wanted - set(present))
     if absent:
         raise BundleError(f"statements/{absent[0]}.xml is missing")
     for account_id, path in sorted(present.items()):
+        tally = AddsUp()
+        digest = hashlib.sha256()
+
+        def read(line: StatementLine, tally: AddsUp = tally, digest: Any = digest) -> None:
+            tally.add(line)
+            digest.update(_line_digest_part(line.position, line.side, line.amount_minor))
+
         try:
-            statement = read_camt053(path.read_bytes())
-            check_adds_up(statement)
+            if path.stat().st_size <= SMALL_STATEMENT:  # one parse in memory; same checks
+                statement = read_camt053(path.read_bytes())
+                for line in statement.lines:
+                    read(line)
+            else:
+                statement = scan_camt053(path, read)
+            tally.check(statement)
         except StatementError as error:
             raise BundleError(f"statements/{path.name}: {error}") from None
         if statement.account_id != camt_account_id(account_id):
             raise BundleError(f"statements/{path.name}: the statement is for another account")
-        lines = by_account.get(account_id, [])
-        if [(s.position, s.side, s.amount_minor) for s in statement.lines] != [
-                (x.position, x.side, x.amount) for x in lines]:
+        lines = by_account.get(account_id, AccountLines())
+        if digest.digest() != lines.digest.digest():
             raise BundleError(f"statements/{path.name}: lines do not match the entries")
-        if lines:
-            first = lines[0]
+        first = lines.first
+        if first is not None:
             opening = first.after - (first.amount if first.side == "C" else -first.amount)
             if statement.currency != first.currency:
                 raise BundleError(f"statements/{path.name}: currency {statement.currency} is "
                                   f"not the postings' {first.currency}")
             if (statement.opening_balance_minor, statement.closing_balance_minor) != (
-                    opening, lines[-1].after):
+                    opening, lines.last_after):
                 raise BundleError(f"statements/{path.name}: opening or closing balance does not "
                                   "match the entries' running totals")
     return len(present)
 
 
-def check_trial_balance(bundle: Path, by_account: dict[str, list[Line]],
-                        from_start: bool) -> None:
+def check_trial_balance(bundle: Path, entries: Entries, from_start: bool) -> None:
     """Balanced per currency; for a bundle of the whole log, also equal to the entries."""
     body = _json(bundle / "trial_balance.json")
     for row in body["currencies"]:
@@ -251,13 +413,17 @@ def check_trial_balance(bundle: Path, by_account: dict[str, list[Line]],
                               f"{row['credits_posted']}")
     if not from_start:
         return
-    totals: dict[str, int] = defaultdict(int)
-    for lines in by_account.values():
-        for line in lines:
-            if line.position <= body["upto_position"] and line.side == "D":
-                totals[line.currency] += line.amount
+    if entries.upto is not None and entries.upto == body["upto_position"]:
+        totals = dict(entries.debits)
+    else:  # the position was no integer: compare as the entries come, as before
+        sums: dict[str, int] = defaultdict(int)
+        for line in _lines(bundle / "entries.jsonl"):
+            for _, posted in _posted_lines(json.loads(line)):
+                if posted.position <= body["upto_position"] and posted.side == "D":
+                    sums[posted.currency] += posted.amount
+        totals = dict(sums)
     claimed = {row["currency"]: row["debits_posted"] for row in body["currencies"]}
-    if claimed != dict(totals):
+    if claimed != totals:
         raise BundleError("trial_balance.json does not match the entries")
 
 
@@ -274,15 +440,15 @@ def verify_bundle(bundle: Path, verifiers: list[Verifier],
             raise BundleError(f"the previous checkpoint: {error}") from None
     try:
         manifest = check_manifest(bundle, verifiers)
-        checkpoint, records = check_tree(bundle, manifest, verifiers, previous)
+        tree = check_tree(bundle, manifest, verifiers, previous)
         accounts = list(manifest.get("accounts", []))
-        by_account = check_entries(bundle, records, complete=not accounts)
-        statements = check_statements(bundle, by_account, accounts)
-        check_trial_balance(bundle, by_account, manifest["leaves"][0] == 0 and not accounts)
+        entries = check_entries(bundle, tree, complete=not accounts)
+        statements = check_statements(bundle, entries, accounts)
+        check_trial_balance(bundle, entries, manifest["leaves"][0] == 0 and not accounts)
     except (KeyError, TypeError, ValueError, IndexError, OSError, AttributeError) as error:
         raise BundleError(f"malformed bundle: {type(error).__name__}: {error}") from None
-    return (f"bundle verified: tree size {checkpoint.size}, {len(records)} audit leaves, "
-            f"{sum(map(len, by_account.values()))} posted lines, {statements} statements")
+    return (f"bundle verified: tree size {tree.checkpoint.size}, {tree.leaves} audit leaves, "
+            f"{entries.lines} posted lines, {statements} statements")
 
 
 def main(argv: list[str] | None = None) -> int:
