@@ -62,6 +62,7 @@ from services.pools import PoolServicer
 log = logging.getLogger(__name__)
 
 WORKERS_MAX = 32
+BACKGROUND_STOP_S = 10.0
 CONCURRENT_RPCS_MAX = 256
 GRACE_PERIOD_S = 10.0
 HEALTH_CHECK_INTERVAL_S = 5.0
@@ -94,6 +95,7 @@ class RunningServer:
     metrics: Metrics
     metrics_server: Any = None
     committer: GroupCommitter | None = None
+    executor: futures.ThreadPoolExecutor | None = None
 
     @property
     def metrics_port(self) -> int | None:
@@ -103,14 +105,22 @@ class RunningServer:
         """Refuse new calls, let in-flight ones finish within `grace_s`, stop background work."""
         self.stopping.set()
         self.server.stop(grace_s).wait()
+        if self.executor is not None:
+            # gRPC stops answering after the grace period but cannot stop a handler that is
+            # still running: wait for it (its database work is bounded by its timeouts), so
+            # nothing uses the database after stop() returns.
+            self.executor.shutdown(wait=True, cancel_futures=True)
         if self.committer is not None:
             self.committer.close(grace_s)
         self.metrics.close()
         if self.metrics_server is not None:
             self.metrics_server.shutdown()
             self.metrics_server.server_close()
+        # Background work (health, expiry) notices `stopping` between rounds; wait for a round
+        # in progress (its database calls are bounded), so no connection is still checked out
+        # when the caller disposes of the engine.
         for thread in self.threads:
-            thread.join(timeout=grace_s)
+            thread.join(timeout=max(grace_s, BACKGROUND_STOP_S))
 
     def wait(self) -> None:
         self.server.wait_for_termination()
@@ -177,8 +187,9 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
     interceptor = AuthInterceptor(resolver or dev_header_resolver, UowDirectory(uow), on_denied)
     metrics = metrics or Metrics()
     metrics.registry.register(LedgerCollector(uow, uow.engine, clock.now_ns))
+    executor = futures.ThreadPoolExecutor(max_workers=WORKERS_MAX, thread_name_prefix="rpc")
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=WORKERS_MAX, thread_name_prefix="rpc"),
+        executor,
         interceptors=[ObservabilityInterceptor(metrics), interceptor],
         options=SERVER_OPTIONS, maximum_concurrent_rpcs=CONCURRENT_RPCS_MAX)
     committer = GroupCommitter(uow, clock, observe=metrics.observe_group)
@@ -213,7 +224,8 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
         ]
     else:
         _check_health(uow, health_servicer)
-    return RunningServer(server, bound, stopping, threads, metrics, metrics_server, committer)
+    return RunningServer(server, bound, stopping, threads, metrics, metrics_server, committer,
+                         executor)
 
 
 def _loop(name: str, interval_s: float, stopping: threading.Event,

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 
 from bank.app.accounts import BatchResult
 from bank.app.ports import Clock, Head, StoredRequest, UnitOfWork
@@ -90,9 +91,30 @@ def create_transfers_group(uow: UnitOfWork, clock: Clock, requests: list[Transfe
     """
     for request in requests:
         validate_specs(request.specs)
-    first = requests[0].request_id if requests else ""
-    return with_retries("CreateTransfers", f"{first} (+{len(requests) - 1} grouped)",
-                        lambda: _group_once(uow, clock, requests, rules))
+    outcomes: list[Outcome | None] = [None] * len(requests)
+    waiting = list(range(len(requests)))
+    while waiting:
+        group = [requests[i] for i in waiting]
+        try:
+            done = with_retries("CreateTransfers", f"{group[0].request_id} (+{len(group) - 1} "
+                                "grouped)", partial(_group_once, uow, clock, group, rules))
+        except _LateRequests as late:  # rolled back: run the others again without them
+            for j in late.positions:
+                outcomes[waiting[j]] = _deadline_passed()
+            waiting = [i for j, i in enumerate(waiting) if j not in late.positions]
+            continue
+        for i, outcome in zip(waiting, done, strict=True):
+            outcomes[i] = outcome
+        break
+    return [o for o in outcomes if o is not None]
+
+
+class _LateRequests(Exception):
+    """Requests of the group whose deadline passed before it could commit (by position)."""
+
+    def __init__(self, positions: set[int]) -> None:
+        super().__init__(f"{len(positions)} requests missed their deadline")
+        self.positions = positions
 
 
 def _group_timeout(requests: list[TransferRequest]) -> float | None:
@@ -159,6 +181,13 @@ def _group_once(uow: UnitOfWork, clock: Clock, requests: list[TransferRequest],
             outcomes[i] = result
         for i in repeats:
             outcomes[i] = _replayed(saved[requests[i].request_id], commands[i], fingerprints[i])
+        # As for a command on its own: a caller that has given up is not committed behind its
+        # back. (A commit can still land in the instant after this check: DEADLINE_EXCEEDED
+        # means "outcome unknown, retry with the same request_id".)
+        late = {i for i in fresh.values() if (left := requests[i].remaining()) is not None
+                and left <= 0}
+        if late:
+            raise _LateRequests(late)
         tx.insert_entries(engine.new_entries)
         tx.save_account_totals(engine.touched_accounts)
         tx.append_audit(leaves)

@@ -152,7 +152,13 @@ def _run_once(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[
             raise DeadlineExceeded("DEADLINE_EXCEEDED", "the deadline passed before the change "
                                    "could commit; nothing was changed")
     if error is not None:
-        raise error
+        try:
+            raise error
+        finally:
+            # Break the cycle traceback -> this frame -> `error` -> traceback, so the frame and
+            # what it holds are freed as soon as the caller is done with the error, not at
+            # some later garbage collection.
+            del error, ctx
     assert result is not None
     return result
 

@@ -278,3 +278,39 @@ def _try(committer: GroupCommitter, request: TransferRequest) -> object:
         return committer.submit(request)
     except BaseException as error:
         return error
+
+
+def test_a_request_whose_deadline_passes_while_waiting_for_the_lock_is_rolled_back(
+        uow: SqlUnitOfWork, clock: FixedClock) -> None:
+    """The group got the lock only after one caller had given up: that caller's request is
+    left out (DEADLINE_EXCEEDED, nothing stored), the others commit."""
+    _open(uow, clock)
+    with uow.read() as r:
+        before = r.head()
+    short = TransferRequest(TELLER, "short", [_move("y1", "m0", "m1", 100)],
+                            deadline=time.monotonic() + 0.3)
+    long = TransferRequest(TELLER, "long", [_move("y2", "m2", "m3", 100)],
+                           deadline=time.monotonic() + 30)
+    holder = threading.Event()
+    released = threading.Event()
+
+    def hold_the_ledger() -> None:
+        with uow.write() as tx:
+            tx.lock_head()
+            holder.set()
+            time.sleep(0.6)
+        released.set()
+
+    thread = threading.Thread(target=hold_the_ledger)
+    thread.start()
+    holder.wait(5)
+    late, done = create_transfers_group(uow, clock, [short, long])
+    thread.join(5)
+    assert released.is_set()
+    assert isinstance(late, DeadlineExceeded)
+    assert isinstance(done, BatchResult) and done.items[0].error is None
+    assert get_account(uow, "m1").totals.credits_posted == 10_000
+    assert get_account(uow, "m3").totals.credits_posted == 10_100
+    with uow.read() as r:
+        assert r.find_request("short") is None
+        assert r.head().audit_size == before.audit_size + 1
