@@ -12,8 +12,8 @@ from datetime import date
 from typing import Any
 
 from bank.client import _call, _money
-from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as lpb
-from services.generated.peoplesbank.loans.v1 import loan_service_pb2_grpc as lpb_grpc
+from services.generated.peoplesbank.lending.v1 import loan_service_pb2 as lpb
+from services.generated.peoplesbank.lending.v1 import loan_service_pb2_grpc as lpb_grpc
 
 STATES = [name[len("LOAN_STATE_"):].lower() for name in lpb.LoanState.keys()[1:]]
 

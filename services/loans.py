@@ -43,8 +43,8 @@ from bank.domain.postcodes import COUNCIL_AREAS
 from services import convert as cv
 from services.auth import current_principal
 from services.errors import guarded
-from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as pb
-from services.generated.peoplesbank.loans.v1 import loan_service_pb2_grpc as pb_grpc
+from services.generated.peoplesbank.lending.v1 import loan_service_pb2 as pb
+from services.generated.peoplesbank.lending.v1 import loan_service_pb2_grpc as pb_grpc
 from services.ledger import remaining
 
 PRODUCTS = "loanProducts"

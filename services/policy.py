@@ -75,7 +75,7 @@ LEDGER = "/peoplesbank.ledger.v1.LedgerService/"
 APPROVALS = "/peoplesbank.approvals.v1.ApprovalService/"
 AUDIT = "/peoplesbank.audit.v1.AuditService/"
 MEMBERS = "/peoplesbank.members.v1.MemberService/"
-LOANS = "/peoplesbank.loans.v1.LoanService/"
+LOANS = "/peoplesbank.lending.v1.LoanService/"
 POOLS = "/peoplesbank.pools.v1.PoolService/"
 
 

@@ -47,8 +47,8 @@ from services.generated.peoplesbank.audit.v1 import audit_service_pb2 as audit_p
 from services.generated.peoplesbank.audit.v1 import audit_service_pb2_grpc as audit_grpc
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2_grpc as pb_grpc
-from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as loans_pb
-from services.generated.peoplesbank.loans.v1 import loan_service_pb2_grpc as loans_grpc
+from services.generated.peoplesbank.lending.v1 import loan_service_pb2 as loans_pb
+from services.generated.peoplesbank.lending.v1 import loan_service_pb2_grpc as loans_grpc
 from services.generated.peoplesbank.members.v1 import member_service_pb2 as members_pb
 from services.generated.peoplesbank.members.v1 import member_service_pb2_grpc as members_grpc
 from services.generated.peoplesbank.pools.v1 import pool_service_pb2 as pools_pb

@@ -614,8 +614,8 @@ def close_of_business(bench: Bench, kind: str) -> None:
     with running_server(bench, "cob", kind, seed) as server:
         from google.type import date_pb2
 
-        from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as lpb
-        from services.generated.peoplesbank.loans.v1 import loan_service_pb2_grpc as lpb_grpc
+        from services.generated.peoplesbank.lending.v1 import loan_service_pb2 as lpb
+        from services.generated.peoplesbank.lending.v1 import loan_service_pb2_grpc as lpb_grpc
 
         channel = grpc.insecure_channel(server.target, options=grpc_options())
         loans = lpb_grpc.LoanServiceStub(channel)

@@ -287,7 +287,7 @@ def seed_loans(args: argparse.Namespace) -> dict[str, Any]:
     from bank.domain.postcodes import DISTRICTS
     from services import loans as loan_edge
     from services import members as member_edge
-    from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as lpb
+    from services.generated.peoplesbank.lending.v1 import loan_service_pb2 as lpb
     from services.generated.peoplesbank.members.v1 import member_service_pb2 as mpb
 
     base = open_uow(args.database_url)

@@ -10,8 +10,8 @@ import grpc
 from google.type import date_pb2, money_pb2
 
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
-from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as lpb
-from services.generated.peoplesbank.loans.v1 import loan_service_pb2_grpc as lpb_grpc
+from services.generated.peoplesbank.lending.v1 import loan_service_pb2 as lpb
+from services.generated.peoplesbank.lending.v1 import loan_service_pb2_grpc as lpb_grpc
 from services.generated.peoplesbank.members.v1 import member_service_pb2 as mpb
 from tests.e2e.member_support import MemberClient, onboard_request
 from tests.helpers import account, request_id, transfer

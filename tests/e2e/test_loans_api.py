@@ -19,7 +19,7 @@ from bank.app.check import check_ledger
 from services.generated.peoplesbank.approvals.v1 import approval_service_pb2 as apb
 from services.generated.peoplesbank.approvals.v1 import approval_service_pb2_grpc as apb_grpc
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
-from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as lpb
+from services.generated.peoplesbank.lending.v1 import loan_service_pb2 as lpb
 from tests.e2e.conftest import Client
 from tests.e2e.loan_support import (
     APPROVER,

@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from bank.cli import main
-from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as lpb
+from services.generated.peoplesbank.lending.v1 import loan_service_pb2 as lpb
 from tests.e2e.loan_support import OPERATOR, LoanClient, approved_loan, member_with_deposit
 from tests.helpers import request_id
 

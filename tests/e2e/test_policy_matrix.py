@@ -16,7 +16,7 @@ from bank.domain.identity import Role
 from services.generated.peoplesbank.approvals.v1 import approval_service_pb2 as apb
 from services.generated.peoplesbank.audit.v1 import audit_service_pb2 as aupb
 from services.generated.peoplesbank.ledger.v1 import ledger_service_pb2 as pb
-from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as lpb
+from services.generated.peoplesbank.lending.v1 import loan_service_pb2 as lpb
 from services.generated.peoplesbank.members.v1 import member_service_pb2 as mpb
 from services.generated.peoplesbank.pools.v1 import pool_service_pb2 as ppb
 from services.policy import APPROVALS, AUDIT, LEDGER, LOANS, MEMBERS, POLICY, POOLS

@@ -32,7 +32,7 @@ income and impairment go to the bank's `bank-loan-interest-income-{ccy}` (4010),
 
 from collections import abc as _abc
 from grpc import aio as _aio
-from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as _loan_service_pb2
+from services.generated.peoplesbank.lending.v1 import loan_service_pb2 as _loan_service_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

@@ -4,7 +4,7 @@
 import grpc
 import warnings
 
-from services.generated.peoplesbank.loans.v1 import loan_service_pb2 as peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2
+from services.generated.peoplesbank.lending.v1 import loan_service_pb2 as peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -19,7 +19,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in peoplesbank/loans/v1/loan_service_pb2_grpc.py depends on'
+        + ' but the generated code in peoplesbank/lending/v1/loan_service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -37,99 +37,99 @@ class LoanServiceStub:
             channel: A grpc.Channel.
         """
         self.CreateProduct = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/CreateProduct',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.CreateProductRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Product.FromString,
+                '/peoplesbank.lending.v1.LoanService/CreateProduct',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.CreateProductRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Product.FromString,
                 _registered_method=True)
         self.GetProduct = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/GetProduct',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.GetProductRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Product.FromString,
+                '/peoplesbank.lending.v1.LoanService/GetProduct',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.GetProductRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Product.FromString,
                 _registered_method=True)
         self.ApplyForLoan = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/ApplyForLoan',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ApplyForLoanRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.FromString,
+                '/peoplesbank.lending.v1.LoanService/ApplyForLoan',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ApplyForLoanRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
                 _registered_method=True)
         self.DecideLoan = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/DecideLoan',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.DecideLoanRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.FromString,
+                '/peoplesbank.lending.v1.LoanService/DecideLoan',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.DecideLoanRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
                 _registered_method=True)
         self.DisburseLoan = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/DisburseLoan',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.DisburseLoanRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.FromString,
+                '/peoplesbank.lending.v1.LoanService/DisburseLoan',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.DisburseLoanRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
                 _registered_method=True)
         self.RecordRepayment = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/RecordRepayment',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RecordRepaymentRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RecordRepaymentResponse.FromString,
+                '/peoplesbank.lending.v1.LoanService/RecordRepayment',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RecordRepaymentRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RecordRepaymentResponse.FromString,
                 _registered_method=True)
         self.GetLoan = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/GetLoan',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.GetLoanRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.FromString,
+                '/peoplesbank.lending.v1.LoanService/GetLoan',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.GetLoanRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
                 _registered_method=True)
         self.ListLoans = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/ListLoans',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ListLoansRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ListLoansResponse.FromString,
+                '/peoplesbank.lending.v1.LoanService/ListLoans',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ListLoansRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ListLoansResponse.FromString,
                 _registered_method=True)
         self.GetPayoffQuote = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/GetPayoffQuote',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.GetPayoffQuoteRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.PayoffQuote.FromString,
+                '/peoplesbank.lending.v1.LoanService/GetPayoffQuote',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.GetPayoffQuoteRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.PayoffQuote.FromString,
                 _registered_method=True)
         self.RescheduleLoan = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/RescheduleLoan',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RescheduleLoanRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.FromString,
+                '/peoplesbank.lending.v1.LoanService/RescheduleLoan',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RescheduleLoanRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
                 _registered_method=True)
         self.ChargeOffLoan = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/ChargeOffLoan',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ChargeOffLoanRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.FromString,
+                '/peoplesbank.lending.v1.LoanService/ChargeOffLoan',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ChargeOffLoanRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
                 _registered_method=True)
         self.WriteOffLoan = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/WriteOffLoan',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.WriteOffLoanRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.WriteOffLoanResponse.FromString,
+                '/peoplesbank.lending.v1.LoanService/WriteOffLoan',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.WriteOffLoanRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.WriteOffLoanResponse.FromString,
                 _registered_method=True)
         self.RecordRecovery = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/RecordRecovery',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RecordRecoveryRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.FromString,
+                '/peoplesbank.lending.v1.LoanService/RecordRecovery',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RecordRecoveryRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
                 _registered_method=True)
         self.RunCloseOfBusiness = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/RunCloseOfBusiness',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RunCloseOfBusinessRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RunCloseOfBusinessResponse.FromString,
+                '/peoplesbank.lending.v1.LoanService/RunCloseOfBusiness',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RunCloseOfBusinessRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RunCloseOfBusinessResponse.FromString,
                 _registered_method=True)
         self.GetBusinessDate = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/GetBusinessDate',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.GetBusinessDateRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.BusinessDate.FromString,
+                '/peoplesbank.lending.v1.LoanService/GetBusinessDate',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.GetBusinessDateRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.BusinessDate.FromString,
                 _registered_method=True)
         self.GetLoanBookReport = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/GetLoanBookReport',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanBookReport.FromString,
+                '/peoplesbank.lending.v1.LoanService/GetLoanBookReport',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanBookReport.FromString,
                 _registered_method=True)
         self.GetArrearsReport = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/GetArrearsReport',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ArrearsReport.FromString,
+                '/peoplesbank.lending.v1.LoanService/GetArrearsReport',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ArrearsReport.FromString,
                 _registered_method=True)
         self.GetProvisionReport = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/GetProvisionReport',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ProvisionReport.FromString,
+                '/peoplesbank.lending.v1.LoanService/GetProvisionReport',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ProvisionReport.FromString,
                 _registered_method=True)
         self.GetSocialValueReport = channel.unary_unary(
-                '/peoplesbank.loans.v1.LoanService/GetSocialValueReport',
-                request_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
-                response_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.SocialValueReport.FromString,
+                '/peoplesbank.lending.v1.LoanService/GetSocialValueReport',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.SocialValueReport.FromString,
                 _registered_method=True)
 
 
@@ -317,104 +317,104 @@ def add_LoanServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'CreateProduct': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateProduct,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.CreateProductRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Product.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.CreateProductRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Product.SerializeToString,
             ),
             'GetProduct': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProduct,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.GetProductRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Product.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.GetProductRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Product.SerializeToString,
             ),
             'ApplyForLoan': grpc.unary_unary_rpc_method_handler(
                     servicer.ApplyForLoan,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ApplyForLoanRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ApplyForLoanRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
             ),
             'DecideLoan': grpc.unary_unary_rpc_method_handler(
                     servicer.DecideLoan,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.DecideLoanRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.DecideLoanRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
             ),
             'DisburseLoan': grpc.unary_unary_rpc_method_handler(
                     servicer.DisburseLoan,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.DisburseLoanRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.DisburseLoanRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
             ),
             'RecordRepayment': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordRepayment,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RecordRepaymentRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RecordRepaymentResponse.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RecordRepaymentRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RecordRepaymentResponse.SerializeToString,
             ),
             'GetLoan': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLoan,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.GetLoanRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.GetLoanRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
             ),
             'ListLoans': grpc.unary_unary_rpc_method_handler(
                     servicer.ListLoans,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ListLoansRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ListLoansResponse.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ListLoansRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ListLoansResponse.SerializeToString,
             ),
             'GetPayoffQuote': grpc.unary_unary_rpc_method_handler(
                     servicer.GetPayoffQuote,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.GetPayoffQuoteRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.PayoffQuote.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.GetPayoffQuoteRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.PayoffQuote.SerializeToString,
             ),
             'RescheduleLoan': grpc.unary_unary_rpc_method_handler(
                     servicer.RescheduleLoan,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RescheduleLoanRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RescheduleLoanRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
             ),
             'ChargeOffLoan': grpc.unary_unary_rpc_method_handler(
                     servicer.ChargeOffLoan,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ChargeOffLoanRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ChargeOffLoanRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
             ),
             'WriteOffLoan': grpc.unary_unary_rpc_method_handler(
                     servicer.WriteOffLoan,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.WriteOffLoanRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.WriteOffLoanResponse.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.WriteOffLoanRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.WriteOffLoanResponse.SerializeToString,
             ),
             'RecordRecovery': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordRecovery,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RecordRecoveryRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RecordRecoveryRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
             ),
             'RunCloseOfBusiness': grpc.unary_unary_rpc_method_handler(
                     servicer.RunCloseOfBusiness,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RunCloseOfBusinessRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RunCloseOfBusinessResponse.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RunCloseOfBusinessRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RunCloseOfBusinessResponse.SerializeToString,
             ),
             'GetBusinessDate': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBusinessDate,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.GetBusinessDateRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.BusinessDate.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.GetBusinessDateRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.BusinessDate.SerializeToString,
             ),
             'GetLoanBookReport': grpc.unary_unary_rpc_method_handler(
                     servicer.GetLoanBookReport,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanReportRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanBookReport.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanReportRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanBookReport.SerializeToString,
             ),
             'GetArrearsReport': grpc.unary_unary_rpc_method_handler(
                     servicer.GetArrearsReport,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanReportRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ArrearsReport.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanReportRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ArrearsReport.SerializeToString,
             ),
             'GetProvisionReport': grpc.unary_unary_rpc_method_handler(
                     servicer.GetProvisionReport,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanReportRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ProvisionReport.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanReportRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ProvisionReport.SerializeToString,
             ),
             'GetSocialValueReport': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSocialValueReport,
-                    request_deserializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanReportRequest.FromString,
-                    response_serializer=peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.SocialValueReport.SerializeToString,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanReportRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.SocialValueReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'peoplesbank.loans.v1.LoanService', rpc_method_handlers)
+            'peoplesbank.lending.v1.LoanService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('peoplesbank.loans.v1.LoanService', rpc_method_handlers)
+    server.add_registered_method_handlers('peoplesbank.lending.v1.LoanService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
@@ -436,9 +436,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/CreateProduct',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.CreateProductRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Product.FromString,
+            '/peoplesbank.lending.v1.LoanService/CreateProduct',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.CreateProductRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Product.FromString,
             options,
             channel_credentials,
             insecure,
@@ -463,9 +463,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/GetProduct',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.GetProductRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Product.FromString,
+            '/peoplesbank.lending.v1.LoanService/GetProduct',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.GetProductRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Product.FromString,
             options,
             channel_credentials,
             insecure,
@@ -490,9 +490,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/ApplyForLoan',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ApplyForLoanRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.FromString,
+            '/peoplesbank.lending.v1.LoanService/ApplyForLoan',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ApplyForLoanRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
             options,
             channel_credentials,
             insecure,
@@ -517,9 +517,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/DecideLoan',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.DecideLoanRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.FromString,
+            '/peoplesbank.lending.v1.LoanService/DecideLoan',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.DecideLoanRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
             options,
             channel_credentials,
             insecure,
@@ -544,9 +544,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/DisburseLoan',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.DisburseLoanRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.FromString,
+            '/peoplesbank.lending.v1.LoanService/DisburseLoan',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.DisburseLoanRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
             options,
             channel_credentials,
             insecure,
@@ -571,9 +571,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/RecordRepayment',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RecordRepaymentRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RecordRepaymentResponse.FromString,
+            '/peoplesbank.lending.v1.LoanService/RecordRepayment',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RecordRepaymentRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RecordRepaymentResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -598,9 +598,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/GetLoan',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.GetLoanRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.FromString,
+            '/peoplesbank.lending.v1.LoanService/GetLoan',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.GetLoanRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
             options,
             channel_credentials,
             insecure,
@@ -625,9 +625,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/ListLoans',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ListLoansRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ListLoansResponse.FromString,
+            '/peoplesbank.lending.v1.LoanService/ListLoans',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ListLoansRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ListLoansResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -652,9 +652,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/GetPayoffQuote',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.GetPayoffQuoteRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.PayoffQuote.FromString,
+            '/peoplesbank.lending.v1.LoanService/GetPayoffQuote',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.GetPayoffQuoteRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.PayoffQuote.FromString,
             options,
             channel_credentials,
             insecure,
@@ -679,9 +679,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/RescheduleLoan',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RescheduleLoanRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.FromString,
+            '/peoplesbank.lending.v1.LoanService/RescheduleLoan',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RescheduleLoanRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
             options,
             channel_credentials,
             insecure,
@@ -706,9 +706,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/ChargeOffLoan',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ChargeOffLoanRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.FromString,
+            '/peoplesbank.lending.v1.LoanService/ChargeOffLoan',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ChargeOffLoanRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
             options,
             channel_credentials,
             insecure,
@@ -733,9 +733,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/WriteOffLoan',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.WriteOffLoanRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.WriteOffLoanResponse.FromString,
+            '/peoplesbank.lending.v1.LoanService/WriteOffLoan',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.WriteOffLoanRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.WriteOffLoanResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -760,9 +760,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/RecordRecovery',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RecordRecoveryRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.Loan.FromString,
+            '/peoplesbank.lending.v1.LoanService/RecordRecovery',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RecordRecoveryRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
             options,
             channel_credentials,
             insecure,
@@ -787,9 +787,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/RunCloseOfBusiness',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RunCloseOfBusinessRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.RunCloseOfBusinessResponse.FromString,
+            '/peoplesbank.lending.v1.LoanService/RunCloseOfBusiness',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RunCloseOfBusinessRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RunCloseOfBusinessResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -814,9 +814,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/GetBusinessDate',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.GetBusinessDateRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.BusinessDate.FromString,
+            '/peoplesbank.lending.v1.LoanService/GetBusinessDate',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.GetBusinessDateRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.BusinessDate.FromString,
             options,
             channel_credentials,
             insecure,
@@ -841,9 +841,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/GetLoanBookReport',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanBookReport.FromString,
+            '/peoplesbank.lending.v1.LoanService/GetLoanBookReport',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanBookReport.FromString,
             options,
             channel_credentials,
             insecure,
@@ -868,9 +868,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/GetArrearsReport',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ArrearsReport.FromString,
+            '/peoplesbank.lending.v1.LoanService/GetArrearsReport',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ArrearsReport.FromString,
             options,
             channel_credentials,
             insecure,
@@ -895,9 +895,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/GetProvisionReport',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.ProvisionReport.FromString,
+            '/peoplesbank.lending.v1.LoanService/GetProvisionReport',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ProvisionReport.FromString,
             options,
             channel_credentials,
             insecure,
@@ -922,9 +922,9 @@ class LoanService:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/peoplesbank.loans.v1.LoanService/GetSocialValueReport',
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
-            peoplesbank_dot_loans_dot_v1_dot_loan__service__pb2.SocialValueReport.FromString,
+            '/peoplesbank.lending.v1.LoanService/GetSocialValueReport',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.LoanReportRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.SocialValueReport.FromString,
             options,
             channel_credentials,
             insecure,
