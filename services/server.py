@@ -96,6 +96,7 @@ class RunningServer:
     metrics_server: Any = None
     committer: GroupCommitter | None = None
     executor: futures.ThreadPoolExecutor | None = None
+    signal: CommitSignal | None = None
 
     @property
     def metrics_port(self) -> int | None:
@@ -104,6 +105,8 @@ class RunningServer:
     def stop(self, grace_s: float = GRACE_PERIOD_S) -> None:
         """Refuse new calls, let in-flight ones finish within `grace_s`, stop background work."""
         self.stopping.set()
+        if self.signal is not None:
+            self.signal.notify()  # change-feed watchers wake now and see `stopping`
         self.server.stop(grace_s).wait()
         if self.executor is not None:
             # gRPC stops answering after the grace period but cannot stop a handler that is
@@ -225,7 +228,7 @@ def start_server(uow: SqlUnitOfWork, *, host: str = "127.0.0.1", port: int = 0,
     else:
         _check_health(uow, health_servicer)
     return RunningServer(server, bound, stopping, threads, metrics, metrics_server, committer,
-                         executor)
+                         executor, signal)
 
 
 def _loop(name: str, interval_s: float, stopping: threading.Event,
