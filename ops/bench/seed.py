@@ -79,6 +79,25 @@ def open_uow(url: str) -> Any:
     return SqlUnitOfWork(engine)
 
 
+class Analyzer:
+    """ANALYZE on PostgreSQL as a table grows, as autovacuum would (it is off on the benchmark
+    machine's instance: without statistics the planner keeps a generic plan from when the
+    tables were empty, e.g. a sequential scan of `entries` to look up transfer ids, so every
+    batch gets slower). Every time the work done doubles, and at the end."""
+
+    def __init__(self, uow: Any) -> None:
+        self.uow = uow
+        self.next = 1_000
+
+    def __call__(self, done: int, force: bool = False) -> None:
+        if not self.uow.is_postgres or not (force or done >= self.next):
+            return
+        self.next = max(self.next * 2, done + 1)
+        with self.uow.engine.connect() as conn:
+            conn.exec_driver_sql("ANALYZE")
+            conn.commit()
+
+
 def checked(convert: Callable[[Any], Any]) -> Any:
     """Run an edge converter; refuse what the server would refuse."""
     from bank.domain.errors import ViolationCollector
@@ -176,6 +195,7 @@ def seed_transfers(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     n = args.accounts
     progress = Progress("single-transfer requests", want)
+    analyze = Analyzer(uow)
     seeding = time.perf_counter()
     done = 0
     while done < want:
@@ -188,6 +208,8 @@ def seed_transfers(args: argparse.Namespace) -> dict[str, Any]:
         group(uow, clock, who, requests)
         done += len(requests)
         progress(done)
+        analyze(done)
+    analyze(done, force=True)
     seconds = time.perf_counter() - seeding
     with uow.read() as r:
         leaves = r.head().audit_size
@@ -206,11 +228,14 @@ def seed_statement(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     n = args.entries
     progress = Progress("entries", n)
+    analyze = Analyzer(uow)
     for first in range(0, n, args.batch):
         last = min(n, first + args.batch)
         group(uow, clock, who, [(f"stmt-seed-{first}", [
             load.transfer(pb, f"st-{i}", load.CASH, load.HOT) for i in range(first, last)])])
         progress(last)
+        analyze(last)
+    analyze(n, force=True)
     return {"entries": n, "seconds": time.perf_counter() - started, "began_ns": began_ns,
             "ended_ns": time.time_ns()}
 
@@ -310,6 +335,7 @@ def seed_loans(args: argparse.Namespace) -> dict[str, Any]:
     say(f"  {n:,} loans ({per_member} per member), {args.per_transaction} loans' commands per "
         f"transaction, business date {today}")
     progress = Progress("loans", n)
+    analyze = Analyzer(base)
     started = time.perf_counter()
     began_ns = time.time_ns()
     commands = 1
@@ -367,6 +393,8 @@ def seed_loans(args: argparse.Namespace) -> dict[str, Any]:
                 for i in range(first, last):
                     commands += one_loan(i)
         progress(last)
+        analyze(last)
+    analyze(n, force=True)
     with base.read() as r:
         leaves = r.head().audit_size
     return {"loans": n, "members": (n + per_member - 1) // per_member, "commands": commands,
