@@ -38,7 +38,7 @@ from bank.app.loan_book import (
 from bank.app.loan_ports import CobRun, LoanWriter, loan_reader, loan_writer
 from bank.app.ports import Clock, Head, UnitOfWork
 from bank.app.unit import Command, Context, run_command
-from bank.domain.errors import invalid
+from bank.domain.errors import FailedPrecondition, invalid
 from bank.domain.identity import SYSTEM, Principal
 from bank.domain.invariants import ensure
 
@@ -101,13 +101,16 @@ class _Chunk:
 @dataclass(frozen=True, slots=True)
 class _Started:
     business_date: date
+    through: date  # what this request closes through: a retry of it closes no further
 
     def to_json(self) -> dict[str, Any]:
-        return {"business_date": self.business_date.isoformat()}
+        return {"business_date": self.business_date.isoformat(),
+                "through": self.through.isoformat()}
 
     @staticmethod
     def from_json(data: dict[str, Any]) -> _Started:
-        return _Started(date.fromisoformat(data["business_date"]))
+        return _Started(date.fromisoformat(data["business_date"]),
+                        date.fromisoformat(data["through"]))
 
 
 def get_business_date(uow: UnitOfWork, clock: Clock) -> tuple[date, CobRun | None]:
@@ -127,14 +130,18 @@ def run_close_of_business(uow: UnitOfWork, clock: Clock, principal: Principal, r
     `already_closed`. Raises `InvalidArgument` naming `business_date` for a catch-up of more
     than `CATCH_UP_DAYS_MAX` days."""
     today, _ = get_business_date(uow, clock)
-    target = through or today
-    if target < today:
+    if through is not None and through < today:
         return CobSummary(None, None, 0, 0, 0, today, already_closed=True)
-    if (target - today).days >= CATCH_UP_DAYS_MAX:
+    if through is not None and (through - today).days >= CATCH_UP_DAYS_MAX:
         raise invalid("business_date", f"catches up at most {CATCH_UP_DAYS_MAX} days at once")
+    # The request is fingerprinted as sent (no date: null), and what it closes through is
+    # fixed when it first runs: the same request resent after the business date moved on
+    # (a client that timed out) gets its own result back, and closes no further day.
     start = run_command(uow, clock, Command(
-        "RunCloseOfBusiness", request_id, principal, {"through": target.isoformat()}),
-        lambda ctx: _start(ctx, clock, principal), _Started.from_json)
+        "RunCloseOfBusiness", request_id, principal,
+        {"through": through.isoformat() if through else None}),
+        lambda ctx: _start(ctx, clock, principal, through), _Started.from_json)
+    target = start.through
     day, loans, entries, days = start.business_date, 0, 0, 0
     first = day
     while day <= target:
@@ -145,10 +152,15 @@ def run_close_of_business(uow: UnitOfWork, clock: Clock, principal: Principal, r
                       day if days else get_business_date(uow, clock)[0])
 
 
-def _start(ctx: Context, clock: Clock, principal: Principal) -> tuple[_Started, Head]:
+def _start(ctx: Context, clock: Clock, principal: Principal,
+           through: date | None) -> tuple[_Started, Head]:
     store = loan_writer(ctx.tx)
     stored = store.stored_business_date()
     today = stored or clock.business_date()
+    if through is not None and through < today:  # closed while this request waited
+        raise FailedPrecondition("ALREADY_CLOSED", f"{through.isoformat()} is already closed; "
+                                 f"the business date is {today.isoformat()}",
+                                 metadata={"business_date": today.isoformat()})
     if stored is None:  # the first close of business pins the business date
         store.save_business_date(today, ctx.now_ns)
         ctx.effects.append(["business_date", today.isoformat()])
@@ -156,7 +168,7 @@ def _start(ctx: Context, clock: Clock, principal: Principal) -> tuple[_Started, 
         store.save_cob_run(CobRun(today, "running", 0, 0, 0, principal.subject, ctx.now_ns,
                                   None))
         ctx.effects.append(["cob_run", today.isoformat(), "running"])
-    return _Started(today), ctx.head
+    return _Started(today, through or today), ctx.head
 
 
 def _close_day(uow: UnitOfWork, clock: Clock, principal: Principal, day: date,

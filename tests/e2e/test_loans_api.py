@@ -324,11 +324,17 @@ def test_close_of_business_twice_for_a_date_changes_nothing_and_a_missed_day_is_
         engine, channel, operator, officer):
     member_with_deposit(channel)
     approved_loan(channel)
-    first = _cob(operator)
+    sent = lpb.RunCloseOfBusinessRequest(request_id=request_id())  # no date: today
+    first = operator.RunCloseOfBusiness(sent)
     # Disbursed today: nothing has accrued yet, so the day is recorded and nothing posted.
     assert (_iso(first.first_closed_date), first.days, first.loans, first.entries) == (
         "2026-01-01", 1, 1, 0)
     everything = _db(engine)
+    # The same request resent (a client that timed out) after the business date moved on
+    # gets its own result and closes no further day.
+    resent = operator.RunCloseOfBusiness(sent)
+    assert (_iso(resent.first_closed_date), resent.days, resent.loans) == ("2026-01-01", 1, 1)
+    assert _db(engine) == everything
     again = _cob(operator, "2026-01-01")
     assert again.already_closed and again.days == 0
     assert _db(engine) == everything  # not even an audit leaf: nothing was written
