@@ -22,6 +22,7 @@ from bank.app.loan_ports import (
     LoanRecord,
     LoanStatus,
     Ownership,
+    ParticipationLine,
     ProductRecord,
     ScheduleVersion,
     SocialValue,
@@ -57,7 +58,7 @@ def _loan(row: Row[Any]) -> LoanRecord:
         settlement_account_id=m["settlement_account_id"], accounts=accounts,
         forborne=bool(m["forborne"]), days_past_due=m["days_past_due"],
         arrears_bucket=m["arrears_bucket"], stage=m["stage"], arrears_minor=m["arrears_minor"],
-        updated_ns=m["updated_ns"])
+        updated_ns=m["updated_ns"], funding_json=m["funding_json"])
 
 
 def _mutable(loan: LoanRecord) -> dict[str, Any]:
@@ -69,7 +70,8 @@ def _mutable(loan: LoanRecord) -> dict[str, Any]:
         "disbursed_on": loan.disbursed_on, "settlement_account_id": loan.settlement_account_id,
         "forborne": loan.forborne, "days_past_due": loan.days_past_due,
         "arrears_bucket": loan.arrears_bucket, "stage": loan.stage,
-        "arrears_minor": loan.arrears_minor, "updated_ns": loan.updated_ns}
+        "arrears_minor": loan.arrears_minor, "updated_ns": loan.updated_ns,
+        "funding_json": loan.funding_json}
     for name, value in zip(t.LOAN_ACCOUNT_COLUMNS, (
             accounts.principal, accounts.interest, accounts.fee, accounts.penalty,
             accounts.allowance, accounts.overpayment) if accounts else (None,) * 6, strict=True):
@@ -216,6 +218,24 @@ class SqlLoanStore:
         result = self.conn.execute(update(t.loans).where(_L.loan_id == loan.loan_id)
                                    .values(**_mutable(loan)))
         ensure(result.rowcount == 1, f"loan {loan.loan_id} to update is missing")
+
+    def insert_participation_lines(self, lines: Sequence[ParticipationLine]) -> None:
+        if lines:
+            self.conn.execute(insert(t.loan_participation_lines), [
+                {"loan_id": x.loan_id, "line_no": x.line_no, "transfer_id": x.transfer_id,
+                 "business_date": x.business_date, "movement": x.movement, "funder": x.funder,
+                 "split_version": x.split_version, "bps": x.bps,
+                 "amount_minor": x.amount_minor, "recorded_ns": x.recorded_ns}
+                for x in lines])
+
+    def participation_lines(self, loan_id: str, after_line: int, limit: int
+                            ) -> list[ParticipationLine]:
+        c = t.loan_participation_lines.c
+        rows = self.conn.execute(
+            select(t.loan_participation_lines)
+            .where(c.loan_id == loan_id, c.line_no > after_line)
+            .order_by(c.line_no).limit(limit)).all()
+        return [ParticipationLine(**row._mapping) for row in rows]
 
     def insert_loan_transaction(self, transaction: StoredLoanTransaction) -> None:
         x = transaction

@@ -306,6 +306,7 @@ loans = Table(
     Column("stage", SmallInteger, nullable=False),
     Column("arrears_minor", BigInteger, nullable=False),
     Column("updated_ns", BigInteger, nullable=False),
+    Column("funding_json", Text, nullable=True),  # migration 0008: the funding split
     CheckConstraint("status IN (" + ", ".join(f"'{s}'" for s in LOAN_STATUSES) + ")",
                     name="status"),
     CheckConstraint("ownership IN (" + ", ".join(f"'{o}'" for o in LOAN_OWNERSHIPS) + ")",
@@ -402,7 +403,7 @@ business_date = Table(
 # events, numbered 1, 2, ... per pool; closed periods and their statements are history too.
 POOL_EVENT_KINDS = ("commit", "subscribe", "call", "redeem", "settle", "distribute", "fund",
                     "repay", "accrue", "receive", "provide", "release", "charge_off", "recover",
-                    "pay_fee", "close")
+                    "pay_fee", "close", "participation")
 pools = Table(
     "pools", metadata,
     Column("pool_id", String(20), primary_key=True),
@@ -455,7 +456,32 @@ Index("ix_pool_statements_participant", pool_statements.c.participant_id,
       pool_statements.c.pool_id, pool_statements.c.period_number)
 POOL_TABLES = ("pools", "pool_events", "pool_periods", "pool_statements")
 
+# Loan participations (migration 0008): each movement of a pool-funded loan, split by funder.
+PARTICIPATION_MOVEMENTS = (
+    "fund", "repay", "write_off_principal", "buy_principal", "sell_principal", "accrue",
+    "reverse_receipt", "receive", "reverse_accrual", "write_off_income", "buy_income",
+    "sell_income", "provide", "release", "provision_used", "recover")
+loan_participation_lines = Table(
+    "loan_participation_lines", metadata,
+    Column("loan_id", String(40), ForeignKey("loans.loan_id"), primary_key=True),
+    Column("line_no", BigInteger, primary_key=True, autoincrement=False),
+    Column("transfer_id", String(128), nullable=False),
+    Column("business_date", Date, nullable=False),
+    Column("movement", String(24), nullable=False),
+    Column("funder", String(64), nullable=False),
+    Column("split_version", Integer, nullable=False),
+    Column("bps", Integer, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    Column("recorded_ns", BigInteger, nullable=False),
+    CheckConstraint("amount_minor > 0 AND bps >= 0 AND bps <= 10000 AND "
+                    "split_version >= 1 AND line_no >= 1", name="ranges"),
+    CheckConstraint("movement IN (" + ", ".join(f"'{m}'" for m in PARTICIPATION_MOVEMENTS)
+                    + ")", name="movement"),
+)
+Index("ix_loan_participation_lines_funder", loan_participation_lines.c.funder,
+      loan_participation_lines.c.loan_id, loan_participation_lines.c.line_no)
+
 # Tables whose rows are history: never updated, never deleted (triggers enforce it).
 APPEND_ONLY = ("entries", "postings", "requests", "audit_log", "approvals", "approval_decisions",
                "checkpoints", "connected_groups", "loan_products", "loan_schedules",
-               "loan_transactions", *POOL_TABLES)
+               "loan_transactions", *POOL_TABLES, "loan_participation_lines")

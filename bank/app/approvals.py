@@ -7,8 +7,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from bank.app.accounts import BatchResult
-from bank.app.loans import WRITE_OFF_OPERATION, execute_write_off
+from bank.app.loans import (
+    WRITE_OFF_OPERATION,
+    execute_participation_transfer_approved,
+    execute_write_off,
+)
 from bank.app.members import ERASE_OPERATION, execute_erasure
+from bank.app.participations import PARTICIPATION_TRANSFER_OPERATION
 from bank.app.pools import CLOSE_PERIOD_OPERATION, execute_period_close
 from bank.app.ports import Clock, Head, UnitOfWork
 from bank.app.transfers import apply_transfers
@@ -123,6 +128,8 @@ def _execute(ctx: Context, clock: Clock, approval: Approval, payload: dict[str, 
         return execute_period_close(ctx, clock, approval.approval_id, payload)
     if approval.operation == WRITE_OFF_OPERATION:
         return execute_write_off(ctx, clock, payload)
+    if approval.operation == PARTICIPATION_TRANSFER_OPERATION:
+        return execute_participation_transfer_approved(ctx, clock, payload)
     ensure(approval.operation == "CreateTransfers",
            f"no executor for approved operation {approval.operation!r}")
     specs = [TransferSpec.from_json(item) for item in payload["transfers"]]

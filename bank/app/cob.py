@@ -32,6 +32,7 @@ from bank.app.loan_book import (
     arrears_day,
     business_date,
     commit_booking,
+    participations,
     plan_booking,
     post,
 )
@@ -179,7 +180,7 @@ def _close_day(uow: UnitOfWork, clock: Clock, principal: Principal, day: date,
         command = Command("CloseOfBusinessChunk", f"cob:{day.isoformat()}:{number}", SYSTEM,
                           {"date": day.isoformat(), "after": after, "size": chunk_loans})
         chunk = run_command(uow, clock, command, functools.partial(
-            _chunk, day=day, after=after, size=chunk_loans), _Chunk.from_json)
+            _chunk, clock=clock, day=day, after=after, size=chunk_loans), _Chunk.from_json)
         loans, entries = loans + chunk.loans, entries + chunk.entries
         log.info("close of business %s: chunk %d, %d loans, %d entries so far", day, number,
                  loans, entries)
@@ -195,7 +196,8 @@ def _close_day(uow: UnitOfWork, clock: Clock, principal: Principal, day: date,
     return _Chunk(loans, entries, after)
 
 
-def _chunk(ctx: Context, day: date, after: str, size: int) -> tuple[_Chunk, Head]:
+def _chunk(ctx: Context, clock: Clock, day: date, after: str, size: int
+           ) -> tuple[_Chunk, Head]:
     store = loan_writer(ctx.tx)
     ensure(store.stored_business_date() == day,
            f"close of business for {day} runs on business date {store.stored_business_date()}")
@@ -209,6 +211,7 @@ def _chunk(ctx: Context, day: date, after: str, size: int) -> tuple[_Chunk, Head
         plans.append((booking, plan_booking(store, loan, booking)))
     specs = [plan.spec for _, plan in plans if plan.spec is not None]
     head = post(ctx, specs, day)
+    plans, head = participations(replace(ctx, head=head), clock, plans)
     for booking, plan in plans:
         commit_booking(ctx, store, plan, booking)
         store.save_arrears(plan.loan.loan_id, [arrears_day(plan.state)], ctx.now_ns)

@@ -39,6 +39,7 @@ from bank.app.loan_ports import (
     LoanWriter,
     StoredLoanTransaction,
 )
+from bank.app.participations import Funding, Moved, participate, split_text
 from bank.app.ports import Clock, Head
 from bank.app.transfers import apply_transfers
 from bank.app.unit import Context
@@ -189,6 +190,19 @@ class Plan:
     spec: TransferSpec | None
     loan: LoanRecord
     arrears: list[ArrearsDay]
+    before: LedgerBuckets = ZERO  # what was booked
+
+
+def participations(ctx: Context, clock: Clock, plans: list[tuple[Booking, Plan]]
+                   ) -> tuple[list[tuple[Booking, Plan]], Head]:
+    """Split the bookings of pool-funded loans among their funders and post the pools' parts
+    (`bank.app.participations`), after the loans' own entries; returns the plans with the
+    loans' funding brought up to date, and the head."""
+    updated, head = participate(ctx, clock, [
+        Moved(plan.loan, plan.before, plan.state.buckets, booking.transfer_id,
+              plan.state.business_date) for booking, plan in plans])
+    return [(b, replace(p, loan=updated[p.loan.loan_id]) if p.loan.loan_id in updated else p)
+            for b, p in plans], head
 
 
 def loan_terms(loan: LoanRecord) -> LoanTerms:
@@ -217,7 +231,7 @@ def plan_booking(store: LoanWriter, loan: LoanRecord, booking: Booking) -> Plan:
         arrears = [arrears_day(replay(terms, transactions, day.business_date))
                    for day in store.arrears_history(loan.loan_id, ARREARS_HISTORY_MAX)
                    if day.business_date >= since]
-    return Plan(state, spec, with_state(loan, state), arrears)
+    return Plan(state, spec, with_state(loan, state), arrears, booked.buckets)
 
 
 def entry_spec(loan: LoanRecord, before: LedgerBuckets, after: LedgerBuckets,
@@ -240,9 +254,14 @@ def entry_spec(loan: LoanRecord, before: LedgerBuckets, after: LedgerBuckets,
             account = bank_account(line.bucket, loan.currency)
         side = Side.DEBIT if line.side is BucketSide.DEBIT else Side.CREDIT
         postings.append(PostingLine(account, side, line.amount_minor, loan.currency))
+    metadata = [("loan", f"loans/{loan.loan_id}")]
+    funding = Funding.of(loan)
+    if funding.split is not None:  # the split this entry's movements are shared by
+        metadata += [("funding", split_text(funding.split)),
+                     ("funding_version", str(funding.version))]
     return TransferSpec(booking.transfer_id, TransferKind.POSTED, tuple(postings),
                         effective_date=as_of, description=booking.description[:256],
-                        metadata=(("loan", f"loans/{loan.loan_id}"),))
+                        metadata=tuple(sorted(metadata)))
 
 
 def arrears_day(state: LoanState) -> ArrearsDay:
@@ -291,11 +310,13 @@ def commit_booking(ctx: Context, store: LoanWriter, planned: Plan, booking: Book
                         planned.state.business_date.isoformat()])
 
 
-def book(ctx: Context, store: LoanWriter, loan: LoanRecord, booking: Booking
+def book(ctx: Context, clock: Clock, store: LoanWriter, loan: LoanRecord, booking: Booking
          ) -> tuple[Plan, Head]:
-    """Plan, post and write one loan event in this command; returns the plan and the head."""
+    """Plan, post and write one loan event in this command (with the pools' parts of it);
+    returns the plan and the head."""
     planned = plan_booking(store, loan, booking)
     head = post(ctx, [planned.spec] if planned.spec else [], planned.state.business_date)
+    [(_, planned)], head = participations(replace(ctx, head=head), clock, [(booking, planned)])
     commit_booking(ctx, store, planned, booking)
     return planned, head
 

@@ -98,6 +98,24 @@ class LoanRecord:
     stage: int
     arrears_minor: int
     updated_ns: int
+    funding_json: str | None = None  # bank.app.participations.Funding, once a split is set
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipationLine:
+    """One funder's part of one movement of a loan (`bank.domain.pools.participation.Line`),
+    as stored: numbered per loan, with the entry it belongs to and the split version."""
+
+    loan_id: str
+    line_no: int
+    transfer_id: str
+    business_date: date
+    movement: str
+    funder: str
+    split_version: int
+    bps: int
+    amount_minor: int
+    recorded_ns: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,11 +229,18 @@ class LoanReader(Protocol):
         """Every decided-and-approved loan (status past APPROVED) with its amount disbursed."""
         ...
 
+    def participation_lines(self, loan_id: str, after_line: int, limit: int
+                            ) -> list[ParticipationLine]:
+        """A loan's participation lines in order, after line `after_line`."""
+        ...
+
 
 class LoanWriter(LoanReader, Protocol):
     def insert_product(self, product: ProductRecord) -> None: ...
 
     def insert_loan(self, loan: LoanRecord) -> None: ...
+
+    def insert_participation_lines(self, lines: Sequence[ParticipationLine]) -> None: ...
 
     def save_loan(self, loan: LoanRecord) -> None:
         """Store the mutable fields of a loan (status, decision, disbursement, accounts,

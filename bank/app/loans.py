@@ -40,6 +40,7 @@ from bank.app.loan_ports import (
     LoanRecord,
     LoanStatus,
     LoanWriter,
+    ParticipationLine,
     ProductRecord,
     ScheduleVersion,
     SocialValue,
@@ -47,7 +48,21 @@ from bank.app.loan_ports import (
     loan_reader,
     loan_writer,
 )
-from bank.app.paging import decode_token, encode_token, page_size, position_str
+from bank.app.paging import (
+    decode_token,
+    encode_token,
+    page_size,
+    position_int,
+    position_str,
+)
+from bank.app.participations import (
+    PARTICIPATION_TRANSFER_OPERATION,
+    Funding,
+    check_funding,
+    execute_participation_transfer,
+    fix_at_disbursement,
+    propose,
+)
 from bank.app.ports import Clock, Head, LedgerReader, UnitOfWork
 from bank.app.queries import Page
 from bank.app.unit import Command, Context, request_approval, run_command
@@ -69,6 +84,7 @@ from bank.domain.lending import (
     terms_from_json,
 )
 from bank.domain.members import Member, ensure_eligible
+from bank.domain.pools.split import FundingSplit
 
 LOAN_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}"
 BACKDATE_DAYS_MAX = 366
@@ -269,16 +285,23 @@ def apply_for_loan(uow: UnitOfWork, clock: Clock, principal: Principal, request_
 
 def decide_loan(uow: UnitOfWork, clock: Clock, principal: Principal, request_id: str,
                 loan_id: str, approve: bool, approved_minor: int | None, note: str,
-                timeout_s: float | None = None) -> LoanRef:
+                timeout_s: float | None = None, funding: FundingSplit | None = None,
+                sector: str = "") -> LoanRef:
     """Approve (freezing the product version's terms onto the loan) or reject an application.
 
     Checks, in order: NOT_FOUND LOAN_NOT_FOUND; PERMISSION_DENIED ROLE_NOT_ALLOWED (not an
     approver) or SELF_APPROVAL (the applicant-side maker); FAILED_PRECONDITION
     LOAN_ALREADY_DECIDED; on approval APPROVED_EXCEEDS_APPLIED, the member eligibility rule
     again, and `InvalidArgument` PRINCIPAL_OUT_OF_RANGE for an amount the product does not lend.
+    A proposed funding split (and the borrower's sector) is checked against the pools'
+    concentration limits for the amount approved (`bank.app.participations.check_funding`).
     """
-    command = Command("DecideLoan", request_id, principal, {
-        "loan_id": loan_id, "approve": approve, "amount": approved_minor, "note": note})
+    body: dict[str, Any] = {"loan_id": loan_id, "approve": approve, "amount": approved_minor,
+                            "note": note}
+    if funding is not None or sector:
+        body["funding"] = [list(x) for x in funding.shares_bps] if funding else None
+        body["sector"] = sector
+    command = Command("DecideLoan", request_id, principal, body)
 
     def handler(ctx: Context) -> tuple[LoanRef, Head]:
         store = loan_writer(ctx.tx)
@@ -308,9 +331,13 @@ def decide_loan(uow: UnitOfWork, clock: Clock, principal: Principal, request_id:
         ensure(record is not None, f"loan {loan_id} names a missing product version")
         assert record is not None
         product_of(record).check_principal(amount, "approved_amount")
-        store.save_loan(replace(decided, status=LoanStatus.APPROVED,
-                                amount_approved_minor=amount, terms_json=record.terms_json))
-        ctx.effects.append(["loan_decision", loan_id, True, amount, record.terms_json])
+        if funding is not None:
+            check_funding(ctx.tx, loan, funding, amount, sector)
+        store.save_loan(propose(replace(decided, status=LoanStatus.APPROVED,
+                                        amount_approved_minor=amount,
+                                        terms_json=record.terms_json), funding, sector))
+        ctx.effects.append(["loan_decision", loan_id, True, amount, record.terms_json,
+                            body.get("funding"), sector])
         return LoanRef(loan_id), ctx.head
 
     return run_command(uow, clock, command, handler, LoanRef.from_json, timeout_s)
@@ -365,15 +392,23 @@ def schedule_json(schedule: RepaymentSchedule) -> str:
 
 def disburse_loan(uow: UnitOfWork, clock: Clock, principal: Principal, request_id: str,
                   loan_id: str, to_account: str | None, first_due_on: date | None,
-                  timeout_s: float | None = None) -> LoanRef:
+                  timeout_s: float | None = None, funding: FundingSplit | None = None,
+                  sector: str = "") -> LoanRef:
     """Pay out an approved loan on the business date: open its accounts, post Dr loan
     principal / Cr the member's deposit account (or `to_account`), and store schedule
     version 1. Raises NOT_FOUND, FAILED_PRECONDITION LOAN_NOT_APPROVED, the eligibility rule,
     NO_DEPOSIT_ACCOUNT, ACCOUNT_NOT_OPEN, CURRENCY_MISMATCH; `InvalidArgument` naming
-    `first_due_date` when it is not within a year after the business date."""
-    command = Command("DisburseLoan", request_id, principal, {
-        "loan_id": loan_id, "to": to_account,
-        "first_due_on": first_due_on.isoformat() if first_due_on else None})
+    `first_due_date` when it is not within a year after the business date.
+
+    The funding split is fixed here: `funding` if given, else the one proposed at approval,
+    else the bank alone; each pool's part is checked against its limits and paid from its
+    cash (POOL_NOT_FOUND, CONCENTRATION_LIMIT_EXCEEDED, INSUFFICIENT_POOL_CASH)."""
+    body: dict[str, Any] = {"loan_id": loan_id, "to": to_account,
+                            "first_due_on": first_due_on.isoformat() if first_due_on else None}
+    if funding is not None or sector:
+        body["funding"] = [list(x) for x in funding.shares_bps] if funding else None
+        body["sector"] = sector
+    command = Command("DisburseLoan", request_id, principal, body)
 
     def handler(ctx: Context) -> tuple[LoanRef, Head]:
         store = loan_writer(ctx.tx)
@@ -389,12 +424,13 @@ def disburse_loan(uow: UnitOfWork, clock: Clock, principal: Principal, request_i
         check_cash_account(ctx, cash, loan.currency, "to_account")
         assert loan.amount_approved_minor is not None
         accounts = open_accounts(ctx, loan)
-        loan = replace(loan, accounts=accounts, disbursed_on=today, settlement_account_id=cash,
-                       status=LoanStatus.ACTIVE)
+        loan = fix_at_disbursement(ctx.tx, replace(
+            loan, accounts=accounts, disbursed_on=today, settlement_account_id=cash,
+            status=LoanStatus.ACTIVE), funding, sector, today)
         payload = {"first_due_on": first_due_on.isoformat() if first_due_on else None}
         stored, transfer_id = _transaction(loan, store, ctx, "disbursement", today,
                                            "disbursement", loan.amount_approved_minor, payload)
-        planned, head = book(ctx, store, loan, Booking(
+        planned, head = book(ctx, clock, store, loan, Booking(
             today, transfer_id, f"Loan {loan_id} disbursed", stored, cash))
         store.insert_schedule(loan_id, ScheduleVersion(1, today, schedule_json(
             planned.state.schedules[0]), ctx.now_ns))
@@ -432,7 +468,7 @@ def record_repayment(uow: UnitOfWork, clock: Clock, principal: Principal, reques
         kind = "payoff" if payoff else "repayment"
         stored, transfer_id = _transaction(loan, store, ctx, request_id, day, kind,
                                            amount_minor)
-        _, head = book(ctx, store, loan, Booking(
+        _, head = book(ctx, clock, store, loan, Booking(
             day, transfer_id, f"Loan {loan_id} {kind} of {day.isoformat()}", stored, cash))
         return LoanRef(loan_id, transfer_id), head
 
@@ -484,7 +520,7 @@ def reschedule_loan(uow: UnitOfWork, clock: Clock, principal: Principal, request
                    if change.first_due_on else None}
         stored, transfer_id = _transaction(loan, store, ctx, f"forbearance-{count + 1}",
                                            today, "forbearance", None, payload)
-        planned, head = book(ctx, store, loan, Booking(
+        planned, head = book(ctx, clock, store, loan, Booking(
             today, transfer_id, f"Loan {loan_id} rescheduled (forbearance)", stored))
         version = len(store.loan_schedules(loan_id)) + 1
         store.insert_schedule(loan_id, ScheduleVersion(version, today, schedule_json(
@@ -546,7 +582,7 @@ def _event(ctx: Context, clock: Clock, loan_id: str, kind: str, allowed: tuple[L
         "_", "-")
     stored, transfer_id = _transaction(loan, store, ctx, transaction_id, day, kind,
                                        amount_minor)
-    planned, head = book(ctx, store, loan, Booking(
+    planned, head = book(ctx, clock, store, loan, Booking(
         day, transfer_id, f"Loan {loan_id} {kind.replace('_', ' ')}", stored, cash))
     return LoanRef(loan_id, transfer_id if planned.spec else ""), head
 
@@ -597,6 +633,83 @@ def execute_write_off(ctx: Context, clock: Clock, payload: dict[str, Any]
                        (LoanStatus.ACTIVE, LoanStatus.CHARGED_OFF), "LOAN_NOT_CHARGED_OFF",
                        None, None, None, "")
     return ref.to_json(), head
+
+
+# -- participations -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ParticipationTransferRequest:
+    loan_id: str
+    approval_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"loan_id": self.loan_id, "approval_id": self.approval_id}
+
+    @staticmethod
+    def from_json(data: dict[str, Any]) -> ParticipationTransferRequest:
+        return ParticipationTransferRequest(data["loan_id"], data["approval_id"])
+
+
+def request_participation_transfer(uow: UnitOfWork, clock: Clock, principal: Principal,
+                                   request_id: str, loan_id: str, seller: str, buyer: str,
+                                   bps: int, timeout_s: float | None = None
+                                   ) -> ParticipationTransferRequest:
+    """Ask to move `bps` of a loan's funding split from `seller` to `buyer`: stored as an
+    approval that a different approver must approve (ApproveOperation then runs
+    `execute_participation_transfer_approved`). Checked now and again when approved: the loan
+    ACTIVE (LOAN_NOT_ACTIVE), the seller funding it (FUNDER_NOT_IN_SPLIT), `bps` within what
+    it holds (INVALID_ARGUMENT PARTICIPATION_BPS_INVALID)."""
+    payload = {"loan_id": loan_id, "from": seller, "to": buyer, "bps": bps}
+    command = Command(PARTICIPATION_TRANSFER_OPERATION, request_id, principal, payload)
+
+    def handler(ctx: Context) -> tuple[ParticipationTransferRequest, Head]:
+        loan = _loan(ctx.tx, loan_id)
+        _status_is(loan, (LoanStatus.ACTIVE,), "LOAN_NOT_ACTIVE")
+        funding = Funding.of(loan)
+        shares = dict(funding.split.shares_bps) if funding.split else {"bank": 10_000}
+        if seller not in shares:
+            raise FailedPrecondition("FUNDER_NOT_IN_SPLIT", f"{seller} does not fund loan "
+                                     f"{loan_id!r}", metadata={"loan": f"loans/{loan_id}"})
+        if not 1 <= bps <= shares[seller]:
+            raise invalid("bps", f"must be from 1 to the {shares[seller]} bps {seller} holds",
+                          reason="PARTICIPATION_BPS_INVALID")
+        approval_id = request_approval(ctx, payload, f"{PARTICIPATION_TRANSFER_OPERATION} "
+                                       f"moves {bps} bps of loans/{loan_id} from {seller} to "
+                                       f"{buyer}: it needs a second approver")
+        return ParticipationTransferRequest(loan_id, approval_id), ctx.head
+
+    return run_command(uow, clock, command, handler, ParticipationTransferRequest.from_json,
+                       timeout_s)
+
+
+def execute_participation_transfer_approved(ctx: Context, clock: Clock,
+                                            payload: dict[str, Any]
+                                            ) -> tuple[dict[str, Any], Head]:
+    """Run an approved participation transfer in the approval's transaction, on the business
+    date (`bank.app.participations.execute_participation_transfer`)."""
+    store = loan_writer(ctx.tx)
+    loan = _loan(ctx.tx, payload["loan_id"])
+    changed, head = execute_participation_transfer(
+        ctx, clock, loan, payload["from"], payload["to"], payload["bps"],
+        business_date(store, clock))
+    store.save_loan(replace(changed, updated_ns=ctx.now_ns))
+    version = Funding.of(changed).version
+    ctx.effects.append(["loan_funding", loan.loan_id, version])
+    return {"loan_id": loan.loan_id, "funding_version": version}, head
+
+
+def participation_lines(uow: UnitOfWork, loan_id: str, size: int, token: str
+                        ) -> Page[ParticipationLine]:
+    """A loan's participation lines in order; raises `NotFound` LOAN_NOT_FOUND and
+    `InvalidArgument` for a bad size or token."""
+    query = {"m": "participation", "loan": loan_id}
+    limit = page_size(size)
+    after_line = position_int(decode_token(token, query)) or 0
+    with uow.read() as r:
+        _loan(r, loan_id)
+        rows = loan_reader(r).participation_lines(loan_id, after_line, limit + 1)
+    more = len(rows) > limit
+    items = rows[:limit]
+    return Page(items, encode_token(query, items[-1].line_no) if more else "")
 
 
 # -- reads ----------------------------------------------------------------------------------------

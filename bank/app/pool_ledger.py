@@ -203,32 +203,67 @@ def event_entries(terms: PoolTerms, seq: int, period: int, kind: str, args: dict
 
 def _loan_entries(b: EntryBuilder, kind: str, args: dict[str, Any],
                   outcome: dict[str, Any]) -> None:
-    amount, loan = args.get("amount", 0), args["loan"]
-    simple = {"fund": ("loans", "cash"), "repay": ("cash", "loans"),
-              "receive": ("cash", "interest"), "provide": ("losses", "provisions"),
-              "release": ("provisions", "recoveries")}
-    if kind in simple:
-        debit, credit = simple[kind]
-        b.add(f"{kind} {loan}", [(b.a(debit), amount), (b.a(credit), -amount)])
-    elif kind == "accrue":
-        b.add(f"interest accrued on {loan}", [
-            (b.a("interest"), amount), (b.a("income"), -amount),
-            (BANK_POOL_INTEREST, amount), (b.a("due"), -amount)])
-    elif kind == "charge_off":
-        principal, interest = args["principal"], args["interest"]
-        total, covered = principal + interest, outcome["from_provision"]
-        b.add(f"charge-off of {loan}", [
-            (b.a("provisions"), covered), (b.a("losses"), total - covered),
-            (b.a("loans"), -principal), (b.a("interest"), -interest),
-            (b.a("due"), total), (BANK_POOL_LOSSES, -total)])
-    elif kind == "recover":
-        applied = outcome["applied"]
-        b.add(f"recovery on {loan}", [
-            (b.a("cash"), amount), (b.a("recoveries"), -applied),
-            (b.a("income"), applied - amount), (BANK_POOL_RECOVERIES, amount),
-            (b.a("due"), -amount)])
-    else:
-        raise AssertionError(f"no entries for pool event kind {kind!r}")
+    loan = args["loan"]
+    if kind == "participation":
+        for item, (used, _recovered) in zip(args["items"], outcome["items"], strict=True):
+            b.add(f"participation in {item['loan']} ({item['entry']})",
+                  participation_lines(b, item, used), loan=item["loan"],
+                  loan_entry=item["entry"], split=item["split"])
+        return
+    names = {"charge_off": "charge-off of", "recover": "recovery on",
+             "accrue": "interest accrued on"}
+    b.add(f"{names.get(kind, kind)} {loan}", _flow_lines(
+        b, kind, args.get("amount", 0), args.get("principal", 0), args.get("interest", 0),
+        outcome.get("from_provision", 0), outcome.get("applied", 0)))
+
+
+# movement -> (debit, credit) among the pool's own accounts
+_SIMPLE_FLOWS = {
+    "fund": ("loans", "cash"), "buy_principal": ("loans", "cash"),
+    "repay": ("cash", "loans"), "sell_principal": ("cash", "loans"),
+    "receive": ("cash", "interest"), "sell_income": ("cash", "interest"),
+    "reverse_receipt": ("interest", "cash"), "buy_income": ("interest", "cash"),
+    "provide": ("losses", "provisions"), "release": ("provisions", "recoveries")}
+
+
+def _flow_lines(b: EntryBuilder, kind: str, amount: int, principal: int = 0,
+                interest: int = 0, covered: int = 0, applied: int = 0) -> Lines:
+    if kind in _SIMPLE_FLOWS:
+        debit, credit = _SIMPLE_FLOWS[kind]
+        return [(b.a(debit), amount), (b.a(credit), -amount)]
+    if kind == "accrue":
+        return [(b.a("interest"), amount), (b.a("income"), -amount),
+                (BANK_POOL_INTEREST, amount), (b.a("due"), -amount)]
+    if kind == "reverse_accrual":
+        return [(b.a("income"), amount), (b.a("interest"), -amount),
+                (b.a("due"), amount), (BANK_POOL_INTEREST, -amount)]
+    if kind == "charge_off":
+        total = principal + interest
+        return [(b.a("provisions"), covered), (b.a("losses"), total - covered),
+                (b.a("loans"), -principal), (b.a("interest"), -interest),
+                (b.a("due"), total), (BANK_POOL_LOSSES, -total)]
+    if kind == "recover":
+        return [(b.a("cash"), amount), (b.a("recoveries"), -applied),
+                (b.a("income"), applied - amount), (BANK_POOL_RECOVERIES, amount),
+                (b.a("due"), -amount)]
+    raise AssertionError(f"no entries for pool event kind {kind!r}")
+
+
+def participation_lines(b: EntryBuilder, item: dict[str, Any], used: int) -> Lines:
+    """The pool's lines for its part of one booking of a loan (`bank.domain.pools
+    .participation`): each flow as the event of the same name would post it, a write-off as
+    one charge-off using `used` of the provision."""
+    lines: Lines = []
+    written = {"write_off_principal": 0, "write_off_income": 0}
+    for movement, _bps, amount in item["flows"]:
+        if movement in written:
+            written[movement] += amount
+        elif movement != "provision_used":
+            lines += _flow_lines(b, movement, amount, applied=amount)
+    if written["write_off_principal"] + written["write_off_income"]:
+        lines += _flow_lines(b, "charge_off", 0, written["write_off_principal"],
+                             written["write_off_income"], used)
+    return lines
 
 
 def _close_entries(b: EntryBuilder, outcome: dict[str, Any]) -> None:

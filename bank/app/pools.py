@@ -140,7 +140,53 @@ def apply_event(register: PoolRegister, kind: str, args: dict[str, Any]) -> dict
         return {}
     if kind == "close":
         return close_outcome(register.close_period(args["days"]))
+    if kind == "participation":
+        return {"items": [_apply_participation(register, item) for item in args["items"]]}
     return _apply_loan_event(register, kind, args)
+
+
+_WRITE_OFF_MOVEMENTS = ("write_off_principal", "write_off_income", "provision_used")
+
+
+def _apply_participation(register: PoolRegister, item: dict[str, Any]) -> list[int]:
+    """Apply the pool's lines of one booking of a loan it funds (`bank.domain.pools
+    .participation`, in their order); returns [provision used by a write-off, recovered]."""
+    loan = item["loan"]
+    methods: dict[str, Callable[[str, int], None]] = {
+        "fund": register.fund_loan, "buy_principal": register.fund_loan,
+        "repay": register.repay_principal, "sell_principal": register.repay_principal,
+        "accrue": register.accrue_interest, "reverse_accrual": register.reverse_accrual,
+        "receive": register.receive_interest, "sell_income": register.receive_interest,
+        "reverse_receipt": register.reverse_receipt, "buy_income": register.reverse_receipt,
+        "provide": register.provide, "release": register.release_provision,
+        "recover": register.recover}
+    written = {m: 0 for m in _WRITE_OFF_MOVEMENTS}
+    used = recovered = 0
+
+    def write_off() -> int:
+        if not written["write_off_principal"] + written["write_off_income"]:
+            return 0
+        share = register.loan(loan)
+        covered = min(share.provisions_minor,
+                      written["write_off_principal"] + written["write_off_income"])
+        ensure(covered == written["provision_used"],
+               f"loan {loan}: the pool's provision used by the write-off is {covered}, the "
+               f"line says {written['provision_used']}")
+        register.charge_off(loan, written["write_off_principal"], written["write_off_income"])
+        for movement in _WRITE_OFF_MOVEMENTS:
+            written[movement] = 0
+        return covered
+
+    for movement, _bps, amount in item["flows"]:
+        if movement in written:
+            written[movement] += amount
+            continue
+        used += write_off()
+        ensure(movement in methods, f"no pool event for participation movement {movement!r}")
+        methods[movement](loan, amount)
+        recovered += amount if movement == "recover" else 0
+    used += write_off()
+    return [used, recovered]
 
 
 def _apply_loan_event(register: PoolRegister, kind: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -208,10 +254,19 @@ def load(store: PoolStore, pool_id: str) -> LoadedPool:
                                      f"{error.reason}") from error
         ensure(outcome == event.payload["outcome"],
                f"pool {pool_id}: event {event.seq} replays to a different outcome")
-        if event.kind == "fund" and event.payload["args"]["loan"] not in pool.loans:
-            pool.loans[event.payload["args"]["loan"]] = event.payload["args"].get("borrower", {})
+        _note_borrowers(pool, event.kind, event.payload["args"])
         pool.events.append(event)
     return pool
+
+
+def _note_borrowers(pool: LoadedPool, kind: str, args: dict[str, Any]) -> None:
+    """Remember who borrowed what the pool lends (for its concentration limits)."""
+    if kind == "fund" and args["loan"] not in pool.loans:
+        pool.loans[args["loan"]] = args.get("borrower", {})
+    if kind == "participation":
+        for item in args["items"]:
+            if item["loan"] not in pool.loans and "borrower" in item:
+                pool.loans[item["loan"]] = item["borrower"]
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -253,6 +308,7 @@ def record_event(ctx: Context, clock: Clock, pool: LoadedPool, kind: str, args: 
                       ctx.command.request_id, ctx.now_ns)
     store.insert_pool_events([event])
     pool.events.append(event)
+    _note_borrowers(pool, kind, args)
     ctx.effects.append(["pool_event", pool.terms.pool_id, seq, canonical_hash(payload)])
     reconcile(store, pool)
     return EventResult(pool.terms.pool_id, seq, kind, outcome,

@@ -394,6 +394,25 @@ class PoolRegister:
         loan.accrued_minor -= amount_minor
         self._cash_minor += amount_minor
 
+    def reverse_accrual(self, loan_id: str, amount_minor: int) -> None:
+        """Take back interest accrued and not received (a waiver, or a backdated replay that
+        accrues less): income of the open period goes down by it."""
+        _positive(amount_minor, "amount_minor")
+        loan = self._loan(loan_id)
+        self._check_within(loan.accrued_minor, amount_minor, loan_id, "accrued interest")
+        self._check_provision_covered(loan, loan.exposure_minor() - amount_minor)
+        self._require_unitholders()
+        loan.accrued_minor -= amount_minor
+        self._pending_income_minor -= amount_minor
+
+    def reverse_receipt(self, loan_id: str, amount_minor: int) -> None:
+        """Accrued interest bought back for cash (a receipt undone by a backdated replay, or
+        the receivable bought with a participation); NAV-neutral."""
+        _positive(amount_minor, "amount_minor")
+        loan = self._loan(loan_id)
+        self._take_cash(amount_minor)
+        loan.accrued_minor += amount_minor
+
     def provide(self, loan_id: str, amount_minor: int) -> None:
         """Raise a provision against a loan: a loss of the open period, borne by the waterfall."""
         _positive(amount_minor, "amount_minor")
