@@ -22,6 +22,7 @@ from bank.app import loan_reports as reports
 from bank.app import loans as cases
 from bank.app.loan_ports import LoanFilter, LoanRecord, LoanStatus, Ownership, SocialValue
 from bank.app.loan_reports import BucketLine
+from bank.app.participations import Funding, check_sector, check_transfer_parties, parse_funding
 from bank.app.ports import Clock, UnitOfWork
 from bank.domain.errors import InvalidArgument, ViolationCollector
 from bank.domain.lending import (
@@ -39,6 +40,7 @@ from bank.domain.lending import (
 from bank.domain.lending.product import DEFAULT_ALLOCATION_ORDER
 from bank.domain.limits import DESCRIPTION_LENGTH_MAX
 from bank.domain.members import is_member_id
+from bank.domain.pools.split import BPS_TOTAL, FundingSplit
 from bank.domain.postcodes import COUNCIL_AREAS
 from services import convert as cv
 from services.auth import current_principal
@@ -82,7 +84,8 @@ _LOAN_OUTPUT_ONLY = ("name", "product_version", "amount_approved", "council_area
                      "settlement_account", "accounts", "forborne", "days_past_due",
                      "arrears_bucket", "stage", "arrears", "booked_date", "balances",
                      "schedule", "schedule_versions", "arrears_history", "create_time",
-                     "update_time")
+                     "update_time", "funding", "funding_version", "proposed_funding", "sector",
+                     "holdings")
 # LoanTerms field names -> the request's (money fields lose "_minor").
 _TERM_FIELDS = {"annual_rate_percent": "annual_rate", "arrangement_fee_minor": "arrangement_fee",
                 "arrears_tolerance_minor": "arrears_tolerance",
@@ -352,7 +355,47 @@ def loan_out(loan: LoanRecord) -> pb.Loan:
         a = loan.accounts
         message.accounts.extend(f"accounts/{x}" for x in (
             a.principal, a.interest, a.fee, a.penalty, a.allowance, a.overpayment))
+    _funding_out(loan, message)
     return message
+
+
+def _funding_out(loan: LoanRecord, message: pb.Loan) -> None:
+    funding = Funding.of(loan)
+    c = loan.currency
+    if funding.split is not None:
+        message.funding.extend(pb.FundingShare(funder=f, bps=b)
+                               for f, b in funding.split.shares_bps)
+    if funding.proposed is not None:
+        message.proposed_funding.extend(pb.FundingShare(funder=f, bps=b)
+                                        for f, b in funding.proposed.shares_bps)
+    message.funding_version = funding.version
+    message.sector = funding.sector
+    shares = dict(funding.split.shares_bps) if funding.split else {}
+    for funder, held in sorted(funding.holdings.items()):
+        message.holdings.append(pb.FunderHolding(
+            funder=funder, bps=shares.get(funder, 0), principal=_m(held.principal_minor, c),
+            receivables=_m(held.income_minor, c), provisions=_m(held.provisions_minor, c),
+            written_off=_m(held.lost_minor, c), recovered=_m(held.recovered_minor, c)))
+
+
+def funding_in(shares: Any, field: str, v: ViolationCollector) -> FundingSplit | None:
+    """A funding split from repeated FundingShare; violations are collected."""
+    try:
+        return parse_funding([(x.funder, x.bps) for x in shares], field)
+    except InvalidArgument as error:
+        for violation in error.violations or ():
+            v.add(violation.field, violation.description)
+        if not error.violations:
+            v.add(field, error.message)
+        return None
+
+
+def sector_in(value: str, v: ViolationCollector) -> str:
+    try:
+        return check_sector(value)
+    except InvalidArgument as error:
+        v.add("sector", error.violations[0].description if error.violations else error.message)
+        return ""
 
 
 def view_out(view: cases.LoanView) -> pb.Loan:
@@ -473,9 +516,13 @@ class LoanServicer(pb_grpc.LoanServiceServicer):
                 v.add("approved_amount", "is only allowed with APPROVE")
             amount = _money(request.approved_amount, "approved_amount", None, v, True, True)
         note = cv.text_in(request.note, "note", DESCRIPTION_LENGTH_MAX, v)
+        funding = funding_in(request.funding, "funding", v)
+        sector = sector_in(request.sector, v)
+        if (funding is not None or sector) and not approve:
+            v.add("funding" if funding is not None else "sector", "is only allowed with APPROVE")
         v.raise_if_any()
         cases.decide_loan(self.uow, self.clock, current_principal(), request.request_id,
-                          loan_id, approve, amount, note, remaining(context))
+                          loan_id, approve, amount, note, remaining(context), funding, sector)
         return self._loan(loan_id)
 
     @guarded
@@ -486,9 +533,11 @@ class LoanServicer(pb_grpc.LoanServiceServicer):
         to = _account(request.to_account, "to_account", v)
         first = (_date(request.first_due_date, "first_due_date", v)
                  if request.HasField("first_due_date") else None)
+        funding = funding_in(request.funding, "funding", v)
+        sector = sector_in(request.sector, v)
         v.raise_if_any()
         cases.disburse_loan(self.uow, self.clock, current_principal(), request.request_id,
-                            loan_id, to, first, remaining(context))
+                            loan_id, to, first, remaining(context), funding, sector)
         return self._loan(loan_id)
 
     @guarded
@@ -598,6 +647,43 @@ class LoanServicer(pb_grpc.LoanServiceServicer):
                                          request.request_id, loan_id, remaining(context))
         return pb.WriteOffLoanResponse(approval=f"approvals/{result.approval_id}",
                                        loan=self._loan(loan_id))
+
+    @guarded
+    def TransferParticipation(self, request: pb.TransferParticipationRequest,
+                              context: grpc.ServicerContext
+                              ) -> pb.TransferParticipationResponse:
+        v = ViolationCollector()
+        loan_id = self._loan_name(request, v)
+        try:
+            check_transfer_parties(request.from_funder, request.to_funder)
+        except InvalidArgument as error:
+            for violation in error.violations:
+                v.add(violation.field, violation.description)
+        if request.from_funder == request.to_funder:
+            v.add("to_funder", "must differ from from_funder")
+        if not 1 <= request.bps <= BPS_TOTAL:
+            v.add("bps", f"must be from 1 to {BPS_TOTAL}")
+        v.raise_if_any()
+        result = cases.request_participation_transfer(
+            self.uow, self.clock, current_principal(), request.request_id, loan_id,
+            request.from_funder, request.to_funder, request.bps, remaining(context))
+        return pb.TransferParticipationResponse(approval=f"approvals/{result.approval_id}",
+                                                loan=self._loan(loan_id))
+
+    @guarded
+    def ListParticipationLines(self, request: pb.ListParticipationLinesRequest,
+                               context: grpc.ServicerContext
+                               ) -> pb.ListParticipationLinesResponse:
+        v = ViolationCollector()
+        loan_id = _name(request.name, "loans", "name", v)
+        v.raise_if_any()
+        page, currency = cases.participation_lines(self.uow, loan_id, request.page_size,
+                                                   request.page_token)
+        return pb.ListParticipationLinesResponse(lines=[pb.ParticipationLine(
+            line_number=x.line_no, entry=f"transfers/{x.transfer_id}",
+            business_date=cv.date_out(x.business_date), movement=x.movement, funder=x.funder,
+            split_version=x.split_version, bps=x.bps, amount=_m(x.amount_minor, currency))
+            for x in page.items], next_page_token=page.next_page_token)
 
     @guarded
     def RecordRecovery(self, request: pb.RecordRecoveryRequest,

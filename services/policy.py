@@ -40,7 +40,9 @@ ApplyForLoan, DisburseLoan,       yes     yes
   RecordRepayment, RecordRecovery
 DecideLoan, ChargeOffLoan                         yes+++
 RescheduleLoan                            yes     yes
-WriteOffLoan                              yes     yes++++
+WriteOffLoan,                             yes     yes++++
+  TransferParticipation
+ListParticipationLines            yes     yes     yes               yes       yes     yes
 RunCloseOfBusiness                                                                   yes
 GetBusinessDate                   yes     yes     yes      yes     yes       yes     yes
 GetLoanBookReport,                yes     yes     yes      own**** yes       yes     yes
@@ -52,7 +54,8 @@ GetLoanBookReport,                yes     yes     yes      own**** yes       yes
 **** a council must filter ListMembers by its own council area (`council:<area>` scope).
 ***** makes an approval: a second approver (never the maker) approves the erasure itself.
 +++ DecideLoan: never the principal who made the application (`bank.app.loans`).
-++++ makes an approval: a second approver (never the maker) runs the write-off.
+++++ makes an approval: a second approver (never the maker) runs the write-off or the
+     participation transfer.
 ****** ClosePeriod makes an approval: a second approver (never the maker) runs the close.
 + a council may read the pools it takes part in; ListPositions, GetStatement, ExportStatement
   and WatchCouncilEntries only for itself (participant / council = its own council area).
@@ -218,6 +221,8 @@ POLICY: dict[str, Rule] = {
     LOANS + "ChargeOffLoan": Rule(frozenset({Role.APPROVER})),
     LOANS + "WriteOffLoan": Rule(frozenset({Role.LOAN_OFFICER, Role.APPROVER})),
     LOANS + "RecordRecovery": Rule(MONEY_MOVERS),
+    LOANS + "TransferParticipation": Rule(frozenset({Role.LOAN_OFFICER, Role.APPROVER})),
+    LOANS + "ListParticipationLines": Rule(STAFF_READERS),
     LOANS + "RunCloseOfBusiness": Rule(frozenset({Role.OPERATOR})),
     LOANS + "GetBusinessDate": Rule(STAFF_READERS | {COUNCIL}),
     LOANS + "GetLoanBookReport": Rule(STAFF_READERS, ((COUNCIL, own_council_area_filter),)),

@@ -460,7 +460,8 @@ POOL_TABLES = ("pools", "pool_events", "pool_periods", "pool_statements")
 PARTICIPATION_MOVEMENTS = (
     "fund", "repay", "write_off_principal", "buy_principal", "sell_principal", "accrue",
     "reverse_receipt", "receive", "reverse_accrual", "write_off_income", "buy_income",
-    "sell_income", "provide", "release", "provision_used", "recover")
+    "sell_income", "provide", "release", "provision_used", "recover", "opening_principal",
+    "opening_income", "opening_provisions")
 loan_participation_lines = Table(
     "loan_participation_lines", metadata,
     Column("loan_id", String(40), ForeignKey("loans.loan_id"), primary_key=True),

@@ -423,10 +423,10 @@ def disburse_loan(uow: UnitOfWork, clock: Clock, principal: Principal, request_i
         cash = _cash_account(ctx.tx, loan, to_account, "to_account")
         check_cash_account(ctx, cash, loan.currency, "to_account")
         assert loan.amount_approved_minor is not None
+        loan = fix_at_disbursement(ctx.tx, loan, funding, sector, today)  # before writing
         accounts = open_accounts(ctx, loan)
-        loan = fix_at_disbursement(ctx.tx, replace(
-            loan, accounts=accounts, disbursed_on=today, settlement_account_id=cash,
-            status=LoanStatus.ACTIVE), funding, sector, today)
+        loan = replace(loan, accounts=accounts, disbursed_on=today, settlement_account_id=cash,
+                       status=LoanStatus.ACTIVE)
         payload = {"first_due_on": first_due_on.isoformat() if first_due_on else None}
         stored, transfer_id = _transaction(loan, store, ctx, "disbursement", today,
                                            "disbursement", loan.amount_approved_minor, payload)
@@ -698,18 +698,18 @@ def execute_participation_transfer_approved(ctx: Context, clock: Clock,
 
 
 def participation_lines(uow: UnitOfWork, loan_id: str, size: int, token: str
-                        ) -> Page[ParticipationLine]:
-    """A loan's participation lines in order; raises `NotFound` LOAN_NOT_FOUND and
-    `InvalidArgument` for a bad size or token."""
+                        ) -> tuple[Page[ParticipationLine], str]:
+    """A loan's participation lines in order, and its currency; raises `NotFound`
+    LOAN_NOT_FOUND and `InvalidArgument` for a bad size or token."""
     query = {"m": "participation", "loan": loan_id}
     limit = page_size(size)
     after_line = position_int(decode_token(token, query)) or 0
     with uow.read() as r:
-        _loan(r, loan_id)
+        currency = _loan(r, loan_id).currency
         rows = loan_reader(r).participation_lines(loan_id, after_line, limit + 1)
     more = len(rows) > limit
     items = rows[:limit]
-    return Page(items, encode_token(query, items[-1].line_no) if more else "")
+    return Page(items, encode_token(query, items[-1].line_no) if more else ""), currency
 
 
 # -- reads ----------------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from bank.domain.pools.participation import (
     BANK,
     Line,
     Share,
+    holdings_of,
     movements,
     pool_funder,
     pool_of,
@@ -265,11 +266,13 @@ def execute_participation_transfer(ctx: Context, clock: Clock, loan: LoanRecord,
                                  "can be transferred", metadata={"loan": f"loans/{loan.loan_id}"})
     funding = Funding.of(loan)
     split = funding.split or FundingSplit(((BANK, 10_000),))
-    holdings = funding.holdings if funding.split else _bank_alone(ctx, loan)
+    opening = [] if funding.split else _bank_alone(ctx, loan)
+    holdings = holdings_of(opening, funding.holdings)
     if seller not in split.parties:
         raise FailedPrecondition("FUNDER_NOT_IN_SPLIT", f"{seller} does not fund loan "
                                  f"{loan.loan_id!r}", metadata={"loan": f"loans/{loan.loan_id}"})
-    new_split, lines, after = transfer(split, holdings, seller, buyer, bps)
+    new_split, moved, after = transfer(split, holdings, seller, buyer, bps)
+    lines = [*opening, *moved]
     buyer_pool = pool_of(buyer)
     if buyer_pool is not None:
         bought = next((x.amount_minor for x in lines if x.movement == "buy_principal"), 0)
@@ -286,15 +289,17 @@ def execute_participation_transfer(ctx: Context, clock: Clock, loan: LoanRecord,
     return replace(loan, funding_json=changed.to_json()), head
 
 
-def _bank_alone(ctx: Context, loan: LoanRecord) -> dict[str, Share]:
-    """What the bank holds of a loan it has funded alone: all of it, as booked."""
+def _bank_alone(ctx: Context, loan: LoanRecord) -> list[Line]:
+    """The opening lines of a loan the bank has funded alone: all of it, as booked."""
     booked = loan_writer(ctx.tx).booked(loan.loan_id)
     if booked is None:
         raise NotFound("LOAN_NOT_BOOKED", f"loan {loan.loan_id!r} has nothing booked")
     b = booked.buckets
-    return {BANK: Share(b.principal_outstanding_minor, b.interest_receivable_minor
-                        + b.fee_receivable_minor + b.penalty_receivable_minor,
-                        b.provision_required_minor)}
+    amounts = (("opening_principal", b.principal_outstanding_minor),
+               ("opening_income", b.interest_receivable_minor + b.fee_receivable_minor
+                + b.penalty_receivable_minor),
+               ("opening_provisions", b.provision_required_minor))
+    return [Line(movement, BANK, 10_000, amount) for movement, amount in amounts if amount]
 
 
 def check_transfer_parties(seller: str, buyer: str) -> None:

@@ -203,13 +203,13 @@ def event_entries(terms: PoolTerms, seq: int, period: int, kind: str, args: dict
 
 def _loan_entries(b: EntryBuilder, kind: str, args: dict[str, Any],
                   outcome: dict[str, Any]) -> None:
-    loan = args["loan"]
     if kind == "participation":
         for item, (used, _recovered) in zip(args["items"], outcome["items"], strict=True):
             b.add(f"participation in {item['loan']} ({item['entry']})",
                   participation_lines(b, item, used), loan=item["loan"],
                   loan_entry=item["entry"], split=item["split"])
         return
+    loan = args["loan"]
     names = {"charge_off": "charge-off of", "recover": "recovery on",
              "accrue": "interest accrued on"}
     b.add(f"{names.get(kind, kind)} {loan}", _flow_lines(

@@ -36,10 +36,30 @@ def _borrower_key(facts: dict[str, str]) -> str:
     return "member:" + facts["member"] if facts.get("member") else ""
 
 
+def reserve(pool: LoadedPool) -> tuple[int, int]:
+    """The first-loss reserve (the most junior class's capital) and its target (the terms'
+    bps of the pool's capital), in minor units."""
+    valuation = pool.register.valuation()
+    junior = min(pool.terms.unit_classes, key=lambda c: (c.seniority, c.class_id))
+    held = next(c.capital_minor for c in valuation.classes if c.class_id == junior.class_id)
+    return held, valuation.capital_total_minor * pool.terms.reserve_target_bps // BPS_TOTAL
+
+
 def check_concentration(pool: LoadedPool, loan_id: str, amount_minor: int,
                         borrower: dict[str, str]) -> None:
-    """Refuse lending `amount_minor` more to `loan_id` if a limit of the pool would be
-    exceeded (see the module docstring). Raises `FailedPrecondition`."""
+    """Refuse lending `amount_minor` more to `loan_id` if the pool's first-loss reserve is
+    below its target (FAILED_PRECONDITION RESERVE_BELOW_TARGET: senior money is not lent
+    without the first-loss cushion the terms promise) or a limit of the pool would be exceeded
+    (see the module docstring). Raises `FailedPrecondition`."""
+    held, target = reserve(pool)
+    if held < target:
+        raise FailedPrecondition(
+            "RESERVE_BELOW_TARGET", f"pool {pool.terms.pool_id}: the first-loss reserve of "
+            f"{held} minor units is below its target of {target} "
+            f"({pool.terms.reserve_target_bps} bps of capital); it lends again once the "
+            "junior class is topped up", metadata={
+                "limit": "reserve_target", "pool": f"pools/{pool.terms.pool_id}",
+                "limit_minor": str(target), "exposure_minor": str(held)})
     limits, register = pool.terms.limits, pool.register
     base = register.valuation().net_assets_minor
     facts = pool.loans.get(loan_id) or borrower

@@ -16,6 +16,7 @@ from typing import Any
 
 from bank.app.paging import decode_token, encode_token, page_size, position_str
 from bank.app.pool_ledger import capital_account
+from bank.app.pool_limits import reserve
 from bank.app.pool_ports import StoredStatement, pool_store
 from bank.app.pools import LoadedPool, load
 from bank.app.ports import UnitOfWork
@@ -44,11 +45,8 @@ def get_pool(uow: UnitOfWork, pool_id: str) -> PoolView:
         pool = load(store, pool_id)
         record = store.get_pool(pool_id)
     assert record is not None
-    valuation = pool.register.valuation()
-    junior = min(pool.terms.unit_classes, key=lambda c: (c.seniority, c.class_id))
-    reserve = next(c.capital_minor for c in valuation.classes if c.class_id == junior.class_id)
-    target = valuation.capital_total_minor * pool.terms.reserve_target_bps // 10_000
-    return PoolView(pool, valuation, record.created_ns, reserve, target)
+    held, target = reserve(pool)
+    return PoolView(pool, pool.register.valuation(), record.created_ns, held, target)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from datetime import date
 from typing import Any
 
 from bank.app.accounts import insert_accounts, plan_accounts
+from bank.app.loan_ports import loan_reader
 from bank.app.pool_ledger import (
     account_specs,
     capital_account,
@@ -472,7 +473,9 @@ def record_loan_event(uow: UnitOfWork, clock: Clock, principal: Principal, reque
                       timeout_s: float | None = None) -> EventResult:
     """Record the pool's share of a loan cash flow, accrual, provision or loss in the open
     period (a correction carries a `reference` to what it corrects). Funding is checked
-    against the pool's concentration limits (`bank.app.pool_limits`). Raises `NotFound`
+    against the pool's concentration limits (`bank.app.pool_limits`). For loans serviced
+    elsewhere only: a loan on the bank's own book is FAILED_PRECONDITION LOAN_ON_BOOK (its
+    pool's part follows its funding split, `bank.app.participations`). Raises `NotFound`
     LOAN_NOT_IN_POOL, or `FailedPrecondition` with the register's reason or
     CONCENTRATION_LIMIT_EXCEEDED."""
     ensure(kind in LOAN_EVENT_KINDS, f"{kind} is not a loan event")
@@ -480,6 +483,11 @@ def record_loan_event(uow: UnitOfWork, clock: Clock, principal: Principal, reque
     from bank.app.pool_limits import borrower_facts, check_concentration
 
     def check(ctx: Context, pool: LoadedPool) -> None:
+        if loan_reader(ctx.tx).get_loan(args["loan"]) is not None:
+            raise FailedPrecondition(
+                "LOAN_ON_BOOK", f"loan {args['loan']} is on the bank's lending book: its "
+                "pool's part is posted from the loan's own movements (its funding split), "
+                "never recorded by hand", metadata={"loan": f"loans/{args['loan']}"})
         if kind != "fund":
             return
         borrower = args.get("borrower", {})

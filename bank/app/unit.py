@@ -34,7 +34,6 @@ from bank.domain.errors import (
     PermissionDenied,
 )
 from bank.domain.identity import Principal
-from bank.domain.invariants import ensure
 
 
 class Result(Protocol):
@@ -120,9 +119,31 @@ def with_retries(method: str, request_id: str, attempt: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
+class _Undo(Exception):
+    """A business refusal raised after the handler wrote: roll back, record it alone."""
+
+    def __init__(self, failure: LedgerError) -> None:
+        super().__init__(failure.reason)
+        self.failure = failure
+
+
 def _run_once(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[R],
               decode: Callable[[dict[str, Any]], R], timeout_s: float | None,
               deadline: float | None) -> R:
+    try:
+        return _attempt(uow, clock, command, handler, decode, timeout_s, deadline)
+    except _Undo as undo:
+        failure = undo.failure
+
+    def refuse(ctx: Context) -> tuple[R, Head]:
+        raise failure
+
+    return _attempt(uow, clock, command, refuse, decode, timeout_s, deadline)
+
+
+def _attempt(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[R],
+             decode: Callable[[dict[str, Any]], R], timeout_s: float | None,
+             deadline: float | None) -> R:
     fingerprint = command.fingerprint()
     with uow.write(timeout_s) as tx:
         head = tx.lock_head()
@@ -136,9 +157,12 @@ def _run_once(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[
         try:
             result, head = handler(ctx)
         except BUSINESS_FAILURES as failure:
-            # Handlers plan before they write, so a business failure has written nothing.
+            # Handlers plan before they write where they can; a refusal found after writing
+            # (a pool refusing its part of a loan booking, say) undoes the whole transaction,
+            # and the refusal alone is recorded in a new one.
+            if ctx.effects:
+                raise _Undo(failure) from None
             error = failure
-            ensure(not ctx.effects, f"{command.method} failed after writing")
         outcome_json = outcome_of(result, error)
         leaf, head = audit_leaf(head, now_ns, command, fingerprint, outcome_json, ctx.effects)
         tx.append_audit([leaf])

@@ -30,7 +30,8 @@ OLD_KINDS = ("commit", "subscribe", "call", "redeem", "settle", "distribute", "f
 NEW_KINDS = (*OLD_KINDS, "participation")
 MOVEMENTS = ("fund", "repay", "write_off_principal", "buy_principal", "sell_principal",
              "accrue", "reverse_receipt", "receive", "reverse_accrual", "write_off_income",
-             "buy_income", "sell_income", "provide", "release", "provision_used", "recover")
+             "buy_income", "sell_income", "provide", "release", "provision_used", "recover", "opening_principal", "opening_income",
+             "opening_provisions")
 
 
 def _kind_check(kinds: tuple[str, ...]) -> str:

@@ -94,6 +94,11 @@ CALLS: dict[str, tuple[Any, Any]] = {
         request_id=request_id(), name="loans/none"), lpb.WriteOffLoanResponse),
     LOANS + "RecordRecovery": (lambda: lpb.RecordRecoveryRequest(
         request_id=request_id(), name="loans/none", amount=gbp_money(100)), lpb.Loan),
+    LOANS + "TransferParticipation": (lambda: lpb.TransferParticipationRequest(
+        request_id=request_id(), name="loans/none", from_funder="bank",
+        to_funder="pools/none", bps=100), lpb.TransferParticipationResponse),
+    LOANS + "ListParticipationLines": (lambda: lpb.ListParticipationLinesRequest(
+        name="loans/none"), lpb.ListParticipationLinesResponse),
     LOANS + "RunCloseOfBusiness": (lambda: lpb.RunCloseOfBusinessRequest(
         request_id=request_id()), lpb.RunCloseOfBusinessResponse),
     LOANS + "GetBusinessDate": (lambda: lpb.GetBusinessDateRequest(), lpb.BusinessDate),

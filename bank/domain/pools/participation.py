@@ -50,6 +50,9 @@ _EFFECT: dict[str, tuple[str, int]] = {
     "provide": ("provisions_minor", 1), "release": ("provisions_minor", -1),
     "provision_used": ("provisions_minor", -1),
     "recover": ("recovered_minor", 1),
+    # What the bank held when a loan it funded alone got its first split (by a transfer).
+    "opening_principal": ("principal_minor", 1), "opening_income": ("income_minor", 1),
+    "opening_provisions": ("provisions_minor", 1),
 }
 MOVEMENTS = tuple(_EFFECT)
 
@@ -148,7 +151,12 @@ def holdings_of(lines: Iterable[Line], start: Mapping[str, Share] | None = None
     for line in lines:
         shares[line.funder] = shares.get(line.funder, Share()).moved(line.movement,
                                                                     line.amount_minor)
-    return shares
+    return _nonzero(shares)
+
+
+def _nonzero(shares: Mapping[str, Share]) -> dict[str, Share]:
+    """Holdings keep only funders holding something (or with a loss on record)."""
+    return {f: s for f, s in sorted(shares.items()) if s != Share()}
 
 
 def take(amount_minor: int, weights: Mapping[str, int], balances: Mapping[str, int]
@@ -266,7 +274,7 @@ def split_booking(split: FundingSplit, holdings: Mapping[str, Share], moved: Mov
             raise FailedPrecondition("RECOVERY_EXCEEDS_WRITE_OFF", "a recovery cannot exceed "
                                      "what the funders of the loan lost")
         s.emit("recover", take(m.recovered_minor, unrecovered, unrecovered))
-    return s.lines, s.held
+    return s.lines, _nonzero(s.held)
 
 
 def transfer(split: FundingSplit, holdings: Mapping[str, Share], seller: str, buyer: str,

@@ -724,6 +724,11 @@ class Loan(_message.Message):
     ARREARS_HISTORY_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    FUNDING_FIELD_NUMBER: _builtins.int
+    FUNDING_VERSION_FIELD_NUMBER: _builtins.int
+    PROPOSED_FUNDING_FIELD_NUMBER: _builtins.int
+    SECTOR_FIELD_NUMBER: _builtins.int
+    HOLDINGS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """`loans/{loan_id}`."""
     loan_id: _builtins.str
@@ -747,6 +752,10 @@ class Loan(_message.Message):
     days_past_due: _builtins.int
     arrears_bucket: _builtins.str
     stage: _builtins.int
+    funding_version: _builtins.int
+    """1 at the first disbursement, one more for each participation transfer."""
+    sector: _builtins.str
+    """The borrower's sector for the pools' sector limits, as given at approval or disbursement."""
     @_builtins.property
     def amount_applied(self) -> _money_pb2.Money: ...
     @_builtins.property
@@ -789,6 +798,18 @@ class Loan(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def update_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def funding(self) -> _containers.RepeatedCompositeFieldContainer[Global___FundingShare]:
+        """Who funds the loan, from its first disbursement: empty while the bank funds it alone."""
+
+    @_builtins.property
+    def proposed_funding(self) -> _containers.RepeatedCompositeFieldContainer[Global___FundingShare]:
+        """The split proposed at approval, until the disbursement fixes one."""
+
+    @_builtins.property
+    def holdings(self) -> _containers.RepeatedCompositeFieldContainer[Global___FunderHolding]:
+        """What each funder holds of the loan (empty while the bank funds it alone)."""
+
     def __init__(
         self,
         *,
@@ -822,14 +843,92 @@ class Loan(_message.Message):
         arrears_history: _abc.Iterable[Global___ArrearsDay] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        funding: _abc.Iterable[Global___FundingShare] | None = ...,
+        funding_version: _builtins.int = ...,
+        proposed_funding: _abc.Iterable[Global___FundingShare] | None = ...,
+        sector: _builtins.str = ...,
+        holdings: _abc.Iterable[Global___FunderHolding] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["amount_applied", b"amount_applied", "amount_approved", b"amount_approved", "arrears", b"arrears", "balances", b"balances", "booked_date", b"booked_date", "create_time", b"create_time", "disbursement_date", b"disbursement_date", "social_value", b"social_value", "terms", b"terms", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "amount_applied", b"amount_applied", "amount_approved", b"amount_approved", "applied_by", b"applied_by", "arrears", b"arrears", "arrears_bucket", b"arrears_bucket", "arrears_history", b"arrears_history", "balances", b"balances", "booked_date", b"booked_date", "council_area", b"council_area", "create_time", b"create_time", "days_past_due", b"days_past_due", "decided_by", b"decided_by", "decision_note", b"decision_note", "disbursement_date", b"disbursement_date", "forborne", b"forborne", "loan_id", b"loan_id", "member", b"member", "name", b"name", "product", b"product", "product_version", b"product_version", "purpose", b"purpose", "schedule", b"schedule", "schedule_versions", b"schedule_versions", "settlement_account", b"settlement_account", "social_value", b"social_value", "stage", b"stage", "state", b"state", "terms", b"terms", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "amount_applied", b"amount_applied", "amount_approved", b"amount_approved", "applied_by", b"applied_by", "arrears", b"arrears", "arrears_bucket", b"arrears_bucket", "arrears_history", b"arrears_history", "balances", b"balances", "booked_date", b"booked_date", "council_area", b"council_area", "create_time", b"create_time", "days_past_due", b"days_past_due", "decided_by", b"decided_by", "decision_note", b"decision_note", "disbursement_date", b"disbursement_date", "forborne", b"forborne", "funding", b"funding", "funding_version", b"funding_version", "holdings", b"holdings", "loan_id", b"loan_id", "member", b"member", "name", b"name", "product", b"product", "product_version", b"product_version", "proposed_funding", b"proposed_funding", "purpose", b"purpose", "schedule", b"schedule", "schedule_versions", b"schedule_versions", "sector", b"sector", "settlement_account", b"settlement_account", "social_value", b"social_value", "stage", b"stage", "state", b"state", "terms", b"terms", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Loan: _TypeAlias = Loan  # noqa: Y015
+
+@_typing.final
+class FundingShare(_message.Message):
+    """One funder's part of a loan's funding split."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FUNDER_FIELD_NUMBER: _builtins.int
+    BPS_FIELD_NUMBER: _builtins.int
+    funder: _builtins.str
+    """`bank` or `pools/{pool_id}`."""
+    bps: _builtins.int
+    """1-10,000; the shares of a split sum to exactly 10,000."""
+    def __init__(
+        self,
+        *,
+        funder: _builtins.str = ...,
+        bps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bps", b"bps", "funder", b"funder"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FundingShare: _TypeAlias = FundingShare  # noqa: Y015
+
+@_typing.final
+class FunderHolding(_message.Message):
+    """What one funder holds of a loan: the fold of its participation lines."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FUNDER_FIELD_NUMBER: _builtins.int
+    BPS_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    RECEIVABLES_FIELD_NUMBER: _builtins.int
+    PROVISIONS_FIELD_NUMBER: _builtins.int
+    WRITTEN_OFF_FIELD_NUMBER: _builtins.int
+    RECOVERED_FIELD_NUMBER: _builtins.int
+    funder: _builtins.str
+    bps: _builtins.int
+    """Its share of the split in force (0 once it has sold out)."""
+    @_builtins.property
+    def principal(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def receivables(self) -> _money_pb2.Money:
+        """Interest, fees and penalties accrued and not received."""
+
+    @_builtins.property
+    def provisions(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def written_off(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def recovered(self) -> _money_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        funder: _builtins.str = ...,
+        bps: _builtins.int = ...,
+        principal: _money_pb2.Money | None = ...,
+        receivables: _money_pb2.Money | None = ...,
+        provisions: _money_pb2.Money | None = ...,
+        written_off: _money_pb2.Money | None = ...,
+        recovered: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["principal", b"principal", "provisions", b"provisions", "receivables", b"receivables", "recovered", b"recovered", "written_off", b"written_off"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bps", b"bps", "funder", b"funder", "principal", b"principal", "provisions", b"provisions", "receivables", b"receivables", "recovered", b"recovered", "written_off", b"written_off"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FunderHolding: _TypeAlias = FunderHolding  # noqa: Y015
 
 @_typing.final
 class CreateProductRequest(_message.Message):
@@ -931,15 +1030,27 @@ class DecideLoanRequest(_message.Message):
     DECISION_FIELD_NUMBER: _builtins.int
     APPROVED_AMOUNT_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    FUNDING_FIELD_NUMBER: _builtins.int
+    SECTOR_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     name: _builtins.str
     """`loans/{loan_id}`."""
     decision: Global___DecideLoanRequest.Decision.ValueType
     note: _builtins.str
     """At most 256 characters."""
+    sector: _builtins.str
+    """Optional: the borrower's sector for the pools' sector limits, 1-64 of [a-z0-9_-]."""
     @_builtins.property
     def approved_amount(self) -> _money_pb2.Money:
         """On approval: default the amount applied for; never more."""
+
+    @_builtins.property
+    def funding(self) -> _containers.RepeatedCompositeFieldContainer[Global___FundingShare]:
+        """On approval, optional: the proposed funding split (funders `bank` and `pools/{pool_id}`,
+        each once, bps summing to 10,000), checked against each pool's concentration limits for
+        its part of the approved amount (FAILED_PRECONDITION CONCENTRATION_LIMIT_EXCEEDED, whose
+        metadata names the limit); INVALID_ARGUMENT names `funding[i].funder` or `funding`.
+        """
 
     def __init__(
         self,
@@ -949,10 +1060,12 @@ class DecideLoanRequest(_message.Message):
         decision: Global___DecideLoanRequest.Decision.ValueType = ...,
         approved_amount: _money_pb2.Money | None = ...,
         note: _builtins.str = ...,
+        funding: _abc.Iterable[Global___FundingShare] | None = ...,
+        sector: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["approved_amount", b"approved_amount"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_amount", b"approved_amount", "decision", b"decision", "name", b"name", "note", b"note", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved_amount", b"approved_amount", "decision", b"decision", "funding", b"funding", "name", b"name", "note", b"note", "request_id", b"request_id", "sector", b"sector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -966,15 +1079,27 @@ class DisburseLoanRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TO_ACCOUNT_FIELD_NUMBER: _builtins.int
     FIRST_DUE_DATE_FIELD_NUMBER: _builtins.int
+    FUNDING_FIELD_NUMBER: _builtins.int
+    SECTOR_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     name: _builtins.str
     """`loans/{loan_id}`."""
     to_account: _builtins.str
     """`accounts/{id}` to pay out to; default the member's deposit account."""
+    sector: _builtins.str
+    """Optional: the borrower's sector (default the one given at approval)."""
     @_builtins.property
     def first_due_date(self) -> _date_pb2.Date:
         """The first instalment's due date (after the business date, at most 366 days after);
         default one period after the disbursement.
+        """
+
+    @_builtins.property
+    def funding(self) -> _containers.RepeatedCompositeFieldContainer[Global___FundingShare]:
+        """Optional: the funding split, fixed here for the life of the loan (changed only by
+        TransferParticipation); default the one proposed at approval, else the bank alone. Each
+        pool's part is checked against its limits again and paid from its cash
+        (FAILED_PRECONDITION INSUFFICIENT_POOL_CASH).
         """
 
     def __init__(
@@ -984,10 +1109,12 @@ class DisburseLoanRequest(_message.Message):
         name: _builtins.str = ...,
         to_account: _builtins.str = ...,
         first_due_date: _date_pb2.Date | None = ...,
+        funding: _abc.Iterable[Global___FundingShare] | None = ...,
+        sector: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["first_due_date", b"first_due_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_due_date", b"first_due_date", "name", b"name", "request_id", b"request_id", "to_account", b"to_account"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_due_date", b"first_due_date", "funding", b"funding", "name", b"name", "request_id", b"request_id", "sector", b"sector", "to_account", b"to_account"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1362,6 +1489,168 @@ class RecordRecoveryRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RecordRecoveryRequest: _TypeAlias = RecordRecoveryRequest  # noqa: Y015
+
+@_typing.final
+class TransferParticipationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    FROM_FUNDER_FIELD_NUMBER: _builtins.int
+    TO_FUNDER_FIELD_NUMBER: _builtins.int
+    BPS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    name: _builtins.str
+    """`loans/{loan_id}`."""
+    from_funder: _builtins.str
+    """`bank` or `pools/{pool_id}`: a funder of the loan."""
+    to_funder: _builtins.str
+    """`bank` or `pools/{pool_id}`; another funder, or a new one."""
+    bps: _builtins.int
+    """1 to what `from_funder` holds."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        from_funder: _builtins.str = ...,
+        to_funder: _builtins.str = ...,
+        bps: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bps", b"bps", "from_funder", b"from_funder", "name", b"name", "request_id", b"request_id", "to_funder", b"to_funder"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferParticipationRequest: _TypeAlias = TransferParticipationRequest  # noqa: Y015
+
+@_typing.final
+class TransferParticipationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APPROVAL_FIELD_NUMBER: _builtins.int
+    LOAN_FIELD_NUMBER: _builtins.int
+    approval: _builtins.str
+    """`approvals/{approval_id}`: the transfer runs when a second approver approves it."""
+    @_builtins.property
+    def loan(self) -> Global___Loan: ...
+    def __init__(
+        self,
+        *,
+        approval: _builtins.str = ...,
+        loan: Global___Loan | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["loan", b"loan"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval", "loan", b"loan"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransferParticipationResponse: _TypeAlias = TransferParticipationResponse  # noqa: Y015
+
+@_typing.final
+class ListParticipationLinesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """`loans/{loan_id}`."""
+    page_size: _builtins.int
+    """1-1,000; 0 means 100."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListParticipationLinesRequest: _TypeAlias = ListParticipationLinesRequest  # noqa: Y015
+
+@_typing.final
+class ParticipationLine(_message.Message):
+    """One funder's part of one movement of a loan."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_NUMBER_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    BUSINESS_DATE_FIELD_NUMBER: _builtins.int
+    MOVEMENT_FIELD_NUMBER: _builtins.int
+    FUNDER_FIELD_NUMBER: _builtins.int
+    SPLIT_VERSION_FIELD_NUMBER: _builtins.int
+    BPS_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    line_number: _builtins.int
+    """1, 2, ... per loan."""
+    entry: _builtins.str
+    """`transfers/{id}`: the loan's entry (or `loan:{id}:participation:{version}` for a
+    participation transfer, which moves only the pools' accounts).
+    """
+    movement: _builtins.str
+    """fund, repay, accrue, reverse_accrual, receive, reverse_receipt, provide, release,
+    write_off_principal, write_off_income, provision_used, recover, buy_principal,
+    sell_principal, buy_income, sell_income.
+    """
+    funder: _builtins.str
+    split_version: _builtins.int
+    bps: _builtins.int
+    """The funder's share in the split in force."""
+    @_builtins.property
+    def business_date(self) -> _date_pb2.Date: ...
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money: ...
+    def __init__(
+        self,
+        *,
+        line_number: _builtins.int = ...,
+        entry: _builtins.str = ...,
+        business_date: _date_pb2.Date | None = ...,
+        movement: _builtins.str = ...,
+        funder: _builtins.str = ...,
+        split_version: _builtins.int = ...,
+        bps: _builtins.int = ...,
+        amount: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "business_date", b"business_date"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "bps", b"bps", "business_date", b"business_date", "entry", b"entry", "funder", b"funder", "line_number", b"line_number", "movement", b"movement", "split_version", b"split_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ParticipationLine: _TypeAlias = ParticipationLine  # noqa: Y015
+
+@_typing.final
+class ListParticipationLinesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___ParticipationLine]: ...
+    def __init__(
+        self,
+        *,
+        lines: _abc.Iterable[Global___ParticipationLine] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListParticipationLinesResponse: _TypeAlias = ListParticipationLinesResponse  # noqa: Y015
 
 @_typing.final
 class RunCloseOfBusinessRequest(_message.Message):

@@ -101,6 +101,16 @@ class LoanServiceStub:
                 request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RecordRecoveryRequest.SerializeToString,
                 response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
                 _registered_method=True)
+        self.TransferParticipation = channel.unary_unary(
+                '/peoplesbank.lending.v1.LoanService/TransferParticipation',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.TransferParticipationRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.TransferParticipationResponse.FromString,
+                _registered_method=True)
+        self.ListParticipationLines = channel.unary_unary(
+                '/peoplesbank.lending.v1.LoanService/ListParticipationLines',
+                request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ListParticipationLinesRequest.SerializeToString,
+                response_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ListParticipationLinesResponse.FromString,
+                _registered_method=True)
         self.RunCloseOfBusiness = channel.unary_unary(
                 '/peoplesbank.lending.v1.LoanService/RunCloseOfBusiness',
                 request_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RunCloseOfBusinessRequest.SerializeToString,
@@ -261,6 +271,27 @@ class LoanServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TransferParticipation(self, request, context):
+        """Asks to move `bps` of a loan's funding split from one funder to another (`bank` or
+        `pools/{pool_id}`): the buyer takes the same fraction of the seller's principal,
+        receivables and provisions at par, and the split gets a new version. Makes an approval; a
+        second approver (never the maker) runs it with ApproveOperation, when everything is checked
+        again. FAILED_PRECONDITION LOAN_NOT_ACTIVE, FUNDER_NOT_IN_SPLIT, and when it runs, the
+        buyer pool's CONCENTRATION_LIMIT_EXCEEDED or INSUFFICIENT_POOL_CASH; INVALID_ARGUMENT
+        PARTICIPATION_BPS_INVALID (more bps than the seller holds), PARTICIPATION_SAME_FUNDER.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListParticipationLines(self, request, context):
+        """A loan's participation lines, oldest first: every movement of a pool-funded loan split by
+        funder, as stored when it was booked (never recomputed). NOT_FOUND LOAN_NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RunCloseOfBusiness(self, request, context):
         """Close of business through `business_date` (default: the business date alone; a later
         date catches up every missed day, one by one, at most 3,660). For each day, every ACTIVE
@@ -379,6 +410,16 @@ def add_LoanServiceServicer_to_server(servicer, server):
                     servicer.RecordRecovery,
                     request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RecordRecoveryRequest.FromString,
                     response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.SerializeToString,
+            ),
+            'TransferParticipation': grpc.unary_unary_rpc_method_handler(
+                    servicer.TransferParticipation,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.TransferParticipationRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.TransferParticipationResponse.SerializeToString,
+            ),
+            'ListParticipationLines': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListParticipationLines,
+                    request_deserializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ListParticipationLinesRequest.FromString,
+                    response_serializer=peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ListParticipationLinesResponse.SerializeToString,
             ),
             'RunCloseOfBusiness': grpc.unary_unary_rpc_method_handler(
                     servicer.RunCloseOfBusiness,
@@ -763,6 +804,60 @@ class LoanService:
             '/peoplesbank.lending.v1.LoanService/RecordRecovery',
             peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.RecordRecoveryRequest.SerializeToString,
             peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.Loan.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TransferParticipation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peoplesbank.lending.v1.LoanService/TransferParticipation',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.TransferParticipationRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.TransferParticipationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListParticipationLines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/peoplesbank.lending.v1.LoanService/ListParticipationLines',
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ListParticipationLinesRequest.SerializeToString,
+            peoplesbank_dot_lending_dot_v1_dot_loan__service__pb2.ListParticipationLinesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -130,6 +130,19 @@ class LoanServiceStub:
     account) / Cr recovery income. FAILED_PRECONDITION LOAN_NOT_WRITTEN_OFF,
     RECOVERY_EXCEEDS_WRITE_OFF.
     """
+    TransferParticipation: _grpc.UnaryUnaryMultiCallable[_loan_service_pb2.TransferParticipationRequest, _loan_service_pb2.TransferParticipationResponse]
+    """Asks to move `bps` of a loan's funding split from one funder to another (`bank` or
+    `pools/{pool_id}`): the buyer takes the same fraction of the seller's principal,
+    receivables and provisions at par, and the split gets a new version. Makes an approval; a
+    second approver (never the maker) runs it with ApproveOperation, when everything is checked
+    again. FAILED_PRECONDITION LOAN_NOT_ACTIVE, FUNDER_NOT_IN_SPLIT, and when it runs, the
+    buyer pool's CONCENTRATION_LIMIT_EXCEEDED or INSUFFICIENT_POOL_CASH; INVALID_ARGUMENT
+    PARTICIPATION_BPS_INVALID (more bps than the seller holds), PARTICIPATION_SAME_FUNDER.
+    """
+    ListParticipationLines: _grpc.UnaryUnaryMultiCallable[_loan_service_pb2.ListParticipationLinesRequest, _loan_service_pb2.ListParticipationLinesResponse]
+    """A loan's participation lines, oldest first: every movement of a pool-funded loan split by
+    funder, as stored when it was booked (never recomputed). NOT_FOUND LOAN_NOT_FOUND.
+    """
     RunCloseOfBusiness: _grpc.UnaryUnaryMultiCallable[_loan_service_pb2.RunCloseOfBusinessRequest, _loan_service_pb2.RunCloseOfBusinessResponse]
     """Close of business through `business_date` (default: the business date alone; a later
     date catches up every missed day, one by one, at most 3,660). For each day, every ACTIVE
@@ -229,6 +242,19 @@ class LoanServiceAsyncStub(LoanServiceStub):
     """Records cash recovered after a write-off: Dr `from_account` (default the member's deposit
     account) / Cr recovery income. FAILED_PRECONDITION LOAN_NOT_WRITTEN_OFF,
     RECOVERY_EXCEEDS_WRITE_OFF.
+    """
+    TransferParticipation: _aio.UnaryUnaryMultiCallable[_loan_service_pb2.TransferParticipationRequest, _loan_service_pb2.TransferParticipationResponse]  # type: ignore[assignment]
+    """Asks to move `bps` of a loan's funding split from one funder to another (`bank` or
+    `pools/{pool_id}`): the buyer takes the same fraction of the seller's principal,
+    receivables and provisions at par, and the split gets a new version. Makes an approval; a
+    second approver (never the maker) runs it with ApproveOperation, when everything is checked
+    again. FAILED_PRECONDITION LOAN_NOT_ACTIVE, FUNDER_NOT_IN_SPLIT, and when it runs, the
+    buyer pool's CONCENTRATION_LIMIT_EXCEEDED or INSUFFICIENT_POOL_CASH; INVALID_ARGUMENT
+    PARTICIPATION_BPS_INVALID (more bps than the seller holds), PARTICIPATION_SAME_FUNDER.
+    """
+    ListParticipationLines: _aio.UnaryUnaryMultiCallable[_loan_service_pb2.ListParticipationLinesRequest, _loan_service_pb2.ListParticipationLinesResponse]  # type: ignore[assignment]
+    """A loan's participation lines, oldest first: every movement of a pool-funded loan split by
+    funder, as stored when it was booked (never recomputed). NOT_FOUND LOAN_NOT_FOUND.
     """
     RunCloseOfBusiness: _aio.UnaryUnaryMultiCallable[_loan_service_pb2.RunCloseOfBusinessRequest, _loan_service_pb2.RunCloseOfBusinessResponse]  # type: ignore[assignment]
     """Close of business through `business_date` (default: the business date alone; a later
@@ -404,6 +430,31 @@ class LoanServiceServicer(metaclass=_abc_1.ABCMeta):
         """Records cash recovered after a write-off: Dr `from_account` (default the member's deposit
         account) / Cr recovery income. FAILED_PRECONDITION LOAN_NOT_WRITTEN_OFF,
         RECOVERY_EXCEEDS_WRITE_OFF.
+        """
+
+    @_abc_1.abstractmethod
+    def TransferParticipation(
+        self,
+        request: _loan_service_pb2.TransferParticipationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_loan_service_pb2.TransferParticipationResponse, _abc.Awaitable[_loan_service_pb2.TransferParticipationResponse]]:
+        """Asks to move `bps` of a loan's funding split from one funder to another (`bank` or
+        `pools/{pool_id}`): the buyer takes the same fraction of the seller's principal,
+        receivables and provisions at par, and the split gets a new version. Makes an approval; a
+        second approver (never the maker) runs it with ApproveOperation, when everything is checked
+        again. FAILED_PRECONDITION LOAN_NOT_ACTIVE, FUNDER_NOT_IN_SPLIT, and when it runs, the
+        buyer pool's CONCENTRATION_LIMIT_EXCEEDED or INSUFFICIENT_POOL_CASH; INVALID_ARGUMENT
+        PARTICIPATION_BPS_INVALID (more bps than the seller holds), PARTICIPATION_SAME_FUNDER.
+        """
+
+    @_abc_1.abstractmethod
+    def ListParticipationLines(
+        self,
+        request: _loan_service_pb2.ListParticipationLinesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_loan_service_pb2.ListParticipationLinesResponse, _abc.Awaitable[_loan_service_pb2.ListParticipationLinesResponse]]:
+        """A loan's participation lines, oldest first: every movement of a pool-funded loan split by
+        funder, as stored when it was booked (never recomputed). NOT_FOUND LOAN_NOT_FOUND.
         """
 
     @_abc_1.abstractmethod

@@ -348,7 +348,9 @@ class Pool(_message.Message):
     """360, 365 or 366; 0 means 365."""
     reserve_target_bps: _builtins.int
     """First-loss reserve target: the junior class's capital as bps of the pool's capital, 0 to
-    10,000 (reported against the actual reserve in `reserve`).
+    10,000 (reported against the actual reserve in `reserve`). A pool whose reserve is below
+    its target lends nothing more (FAILED_PRECONDITION RESERVE_BELOW_TARGET at approval,
+    disbursement, participation transfers and RecordLoanEvent FUND).
     """
     open_period: _builtins.int
     """The open period (1-based), its dealing date and its end date."""

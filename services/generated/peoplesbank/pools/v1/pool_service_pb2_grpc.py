@@ -178,8 +178,12 @@ class PoolServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RecordLoanEvent(self, request, context):
-        """Records the pool's share of a loan's activity in the open period: funding, principal
-        repaid, interest accrued or received, provisions raised or released, charge-off, recovery.
+        """Records the pool's share of the activity of a loan serviced outside the bank's lending
+        book (e.g. a participation bought from another lender), in the open period: funding,
+        principal repaid, interest accrued or received, provisions raised or released, charge-off,
+        recovery. A loan on the bank's own book is FAILED_PRECONDITION LOAN_ON_BOOK: its pools'
+        parts are posted from its own movements by its funding split (LoanService DisburseLoan,
+        TransferParticipation; pool events of kind `participation`).
         NOT_FOUND LOAN_NOT_IN_POOL; FAILED_PRECONDITION INSUFFICIENT_POOL_CASH, EXCEEDS_LOAN_BALANCE,
         PROVISION_EXCEEDS_EXPOSURE, NO_UNITHOLDERS. FUND is checked against the pool's
         concentration limits: FAILED_PRECONDITION CONCENTRATION_LIMIT_EXCEEDED, whose ErrorInfo

@@ -90,8 +90,12 @@ class PoolServiceStub:
     INSUFFICIENT_POOL_CASH, and the dealing reasons of Subscribe.
     """
     RecordLoanEvent: _grpc.UnaryUnaryMultiCallable[_pool_service_pb2.RecordLoanEventRequest, _pool_service_pb2.PoolEventResult]
-    """Records the pool's share of a loan's activity in the open period: funding, principal
-    repaid, interest accrued or received, provisions raised or released, charge-off, recovery.
+    """Records the pool's share of the activity of a loan serviced outside the bank's lending
+    book (e.g. a participation bought from another lender), in the open period: funding,
+    principal repaid, interest accrued or received, provisions raised or released, charge-off,
+    recovery. A loan on the bank's own book is FAILED_PRECONDITION LOAN_ON_BOOK: its pools'
+    parts are posted from its own movements by its funding split (LoanService DisburseLoan,
+    TransferParticipation; pool events of kind `participation`).
     NOT_FOUND LOAN_NOT_IN_POOL; FAILED_PRECONDITION INSUFFICIENT_POOL_CASH, EXCEEDS_LOAN_BALANCE,
     PROVISION_EXCEEDS_EXPOSURE, NO_UNITHOLDERS. FUND is checked against the pool's
     concentration limits: FAILED_PRECONDITION CONCENTRATION_LIMIT_EXCEEDED, whose ErrorInfo
@@ -170,8 +174,12 @@ class PoolServiceAsyncStub(PoolServiceStub):
     INSUFFICIENT_POOL_CASH, and the dealing reasons of Subscribe.
     """
     RecordLoanEvent: _aio.UnaryUnaryMultiCallable[_pool_service_pb2.RecordLoanEventRequest, _pool_service_pb2.PoolEventResult]  # type: ignore[assignment]
-    """Records the pool's share of a loan's activity in the open period: funding, principal
-    repaid, interest accrued or received, provisions raised or released, charge-off, recovery.
+    """Records the pool's share of the activity of a loan serviced outside the bank's lending
+    book (e.g. a participation bought from another lender), in the open period: funding,
+    principal repaid, interest accrued or received, provisions raised or released, charge-off,
+    recovery. A loan on the bank's own book is FAILED_PRECONDITION LOAN_ON_BOOK: its pools'
+    parts are posted from its own movements by its funding split (LoanService DisburseLoan,
+    TransferParticipation; pool events of kind `participation`).
     NOT_FOUND LOAN_NOT_IN_POOL; FAILED_PRECONDITION INSUFFICIENT_POOL_CASH, EXCEEDS_LOAN_BALANCE,
     PROVISION_EXCEEDS_EXPOSURE, NO_UNITHOLDERS. FUND is checked against the pool's
     concentration limits: FAILED_PRECONDITION CONCENTRATION_LIMIT_EXCEEDED, whose ErrorInfo
@@ -295,8 +303,12 @@ class PoolServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _pool_service_pb2.RecordLoanEventRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_pool_service_pb2.PoolEventResult, _abc.Awaitable[_pool_service_pb2.PoolEventResult]]:
-        """Records the pool's share of a loan's activity in the open period: funding, principal
-        repaid, interest accrued or received, provisions raised or released, charge-off, recovery.
+        """Records the pool's share of the activity of a loan serviced outside the bank's lending
+        book (e.g. a participation bought from another lender), in the open period: funding,
+        principal repaid, interest accrued or received, provisions raised or released, charge-off,
+        recovery. A loan on the bank's own book is FAILED_PRECONDITION LOAN_ON_BOOK: its pools'
+        parts are posted from its own movements by its funding split (LoanService DisburseLoan,
+        TransferParticipation; pool events of kind `participation`).
         NOT_FOUND LOAN_NOT_IN_POOL; FAILED_PRECONDITION INSUFFICIENT_POOL_CASH, EXCEEDS_LOAN_BALANCE,
         PROVISION_EXCEEDS_EXPOSURE, NO_UNITHOLDERS. FUND is checked against the pool's
         concentration limits: FAILED_PRECONDITION CONCENTRATION_LIMIT_EXCEEDED, whose ErrorInfo
