@@ -108,10 +108,7 @@ def parse_funding(shares: Sequence[tuple[str, int]], field_path: str = "funding"
                       reason="SPLIT_TOO_MANY_PARTIES")
     seen: dict[str, int] = {}
     for index, (funder, bps) in enumerate(shares):
-        pool_id = pool_of(funder)
-        if funder != BANK and (pool_id is None or not POOL_ID_RE.fullmatch(pool_id)):
-            raise invalid(f"{field_path}[{index}].funder", "must be `bank` or "
-                          "`pools/{pool_id}`", reason="FUNDER_INVALID")
+        _check_funder(funder, f"{field_path}[{index}].funder")
         if funder in seen:
             raise invalid(f"{field_path}[{index}].funder", f"{funder} is named twice",
                           reason="FUNDER_REPEATED")
@@ -302,12 +299,17 @@ def _bank_alone(ctx: Context, loan: LoanRecord) -> list[Line]:
     return [Line(movement, BANK, 10_000, amount) for movement, amount in amounts if amount]
 
 
+def _check_funder(funder: str, field_path: str) -> None:
+    pool_id = pool_of(funder)
+    if funder != BANK and (pool_id is None or not POOL_ID_RE.fullmatch(pool_id)):
+        raise invalid(field_path, "must be `bank` or `pools/{pool_id}`",
+                      reason="FUNDER_INVALID")
+
+
 def check_transfer_parties(seller: str, buyer: str) -> None:
     """Both funders well formed (edge check). Raises `InvalidArgument`."""
-    for name, funder in (("from_funder", seller), ("to_funder", buyer)):
-        pool_id = pool_of(funder)
-        if funder != BANK and (pool_id is None or not POOL_ID_RE.fullmatch(pool_id)):
-            raise invalid(name, "must be `bank` or `pools/{pool_id}`", reason="FUNDER_INVALID")
+    _check_funder(seller, "from_funder")
+    _check_funder(buyer, "to_funder")
 
 
 __all__ = ["BANK", "PARTICIPATION_TRANSFER_OPERATION", "Funding", "Moved", "check_funding",
