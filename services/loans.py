@@ -455,6 +455,13 @@ def _currencies(report: reports.BookReport) -> list[str]:
     return sorted({c for c, _ in report.by_status})
 
 
+def _line_entry(transfer_id: str) -> str:
+    """`transfers/{id}` for a loan's own entry; `participation/{loan}/{version}` for a
+    participation transfer (the pools' entries carry it as metadata `loan_entry`)."""
+    loan_id, marker, version = transfer_id.removeprefix("loan:").rpartition(":participation:")
+    return f"participation/{loan_id}/{version}" if marker else f"transfers/{transfer_id}"
+
+
 class LoanServicer(pb_grpc.LoanServiceServicer):
     def __init__(self, uow: UnitOfWork, clock: Clock) -> None:
         self.uow = uow
@@ -533,11 +540,9 @@ class LoanServicer(pb_grpc.LoanServiceServicer):
         to = _account(request.to_account, "to_account", v)
         first = (_date(request.first_due_date, "first_due_date", v)
                  if request.HasField("first_due_date") else None)
-        funding = funding_in(request.funding, "funding", v)
-        sector = sector_in(request.sector, v)
         v.raise_if_any()
         cases.disburse_loan(self.uow, self.clock, current_principal(), request.request_id,
-                            loan_id, to, first, remaining(context), funding, sector)
+                            loan_id, to, first, remaining(context))
         return self._loan(loan_id)
 
     @guarded
@@ -680,7 +685,7 @@ class LoanServicer(pb_grpc.LoanServiceServicer):
         page, currency = cases.participation_lines(self.uow, loan_id, request.page_size,
                                                    request.page_token)
         return pb.ListParticipationLinesResponse(lines=[pb.ParticipationLine(
-            line_number=x.line_no, entry=f"transfers/{x.transfer_id}",
+            line_number=x.line_no, entry=_line_entry(x.transfer_id),
             business_date=cv.date_out(x.business_date), movement=x.movement, funder=x.funder,
             split_version=x.split_version, bps=x.bps, amount=_m(x.amount_minor, currency))
             for x in page.items], next_page_token=page.next_page_token)

@@ -180,7 +180,8 @@ def _close_day(uow: UnitOfWork, clock: Clock, principal: Principal, day: date,
         command = Command("CloseOfBusinessChunk", f"cob:{day.isoformat()}:{number}", SYSTEM,
                           {"date": day.isoformat(), "after": after, "size": chunk_loans})
         chunk = run_command(uow, clock, command, functools.partial(
-            _chunk, clock=clock, day=day, after=after, size=chunk_loans), _Chunk.from_json)
+            _chunk, clock=clock, day=day, after=after, size=chunk_loans), _Chunk.from_json,
+            record_refusals=False)  # its id is derived: a refusal must not stick to it
         loans, entries = loans + chunk.loans, entries + chunk.entries
         log.info("close of business %s: chunk %d, %d loans, %d entries so far", day, number,
                  loans, entries)

@@ -58,6 +58,7 @@ from bank.app.paging import (
 from bank.app.participations import (
     PARTICIPATION_TRANSFER_OPERATION,
     Funding,
+    check_buyer,
     check_funding,
     execute_participation_transfer,
     fix_at_disbursement,
@@ -392,23 +393,19 @@ def schedule_json(schedule: RepaymentSchedule) -> str:
 
 def disburse_loan(uow: UnitOfWork, clock: Clock, principal: Principal, request_id: str,
                   loan_id: str, to_account: str | None, first_due_on: date | None,
-                  timeout_s: float | None = None, funding: FundingSplit | None = None,
-                  sector: str = "") -> LoanRef:
+                  timeout_s: float | None = None) -> LoanRef:
     """Pay out an approved loan on the business date: open its accounts, post Dr loan
     principal / Cr the member's deposit account (or `to_account`), and store schedule
     version 1. Raises NOT_FOUND, FAILED_PRECONDITION LOAN_NOT_APPROVED, the eligibility rule,
     NO_DEPOSIT_ACCOUNT, ACCOUNT_NOT_OPEN, CURRENCY_MISMATCH; `InvalidArgument` naming
     `first_due_date` when it is not within a year after the business date.
 
-    The funding split is fixed here: `funding` if given, else the one proposed at approval,
-    else the bank alone; each pool's part is checked against its limits and paid from its
-    cash (POOL_NOT_FOUND, CONCENTRATION_LIMIT_EXCEEDED, INSUFFICIENT_POOL_CASH)."""
-    body: dict[str, Any] = {"loan_id": loan_id, "to": to_account,
-                            "first_due_on": first_due_on.isoformat() if first_due_on else None}
-    if funding is not None or sector:
-        body["funding"] = [list(x) for x in funding.shares_bps] if funding else None
-        body["sector"] = sector
-    command = Command("DisburseLoan", request_id, principal, body)
+    The funding split approved at `DecideLoan` is fixed here (none: the bank alone); each
+    pool's part is checked against its reserve and limits again and paid from its cash
+    (`bank.app.participations.check_funding`; INSUFFICIENT_POOL_CASH)."""
+    command = Command("DisburseLoan", request_id, principal, {
+        "loan_id": loan_id, "to": to_account,
+        "first_due_on": first_due_on.isoformat() if first_due_on else None})
 
     def handler(ctx: Context) -> tuple[LoanRef, Head]:
         store = loan_writer(ctx.tx)
@@ -423,7 +420,7 @@ def disburse_loan(uow: UnitOfWork, clock: Clock, principal: Principal, request_i
         cash = _cash_account(ctx.tx, loan, to_account, "to_account")
         check_cash_account(ctx, cash, loan.currency, "to_account")
         assert loan.amount_approved_minor is not None
-        loan = fix_at_disbursement(ctx.tx, loan, funding, sector, today)  # before writing
+        loan = fix_at_disbursement(ctx.tx, loan, today)  # before anything is written
         accounts = open_accounts(ctx, loan)
         loan = replace(loan, accounts=accounts, disbursed_on=today, settlement_account_id=cash,
                        status=LoanStatus.ACTIVE)
@@ -672,6 +669,7 @@ def request_participation_transfer(uow: UnitOfWork, clock: Clock, principal: Pri
         if not 1 <= bps <= shares[seller]:
             raise invalid("bps", f"must be from 1 to the {shares[seller]} bps {seller} holds",
                           reason="PARTICIPATION_BPS_INVALID")
+        check_buyer(ctx.tx, loan, buyer)
         approval_id = request_approval(ctx, payload, f"{PARTICIPATION_TRANSFER_OPERATION} "
                                        f"moves {bps} bps of loans/{loan_id} from {seller} to "
                                        f"{buyer}: it needs a second approver")

@@ -134,40 +134,71 @@ def _pool(tx: Any, loan: LoanRecord, pool_id: str, cache: dict[str, LoadedPool])
     return pool
 
 
+def check_pool_part(tx: Any, loan: LoanRecord, pool: LoadedPool, amount_minor: int,
+                    sector: str, holds: bool) -> None:
+    """A pool may take `amount_minor` more of the loan: its reserve and concentration limits
+    allow it (a pool with a sector limit needs the borrower's sector: SECTOR_REQUIRED), and
+    the loan id is not one the pool already holds for a loan serviced elsewhere
+    (LOAN_ID_TAKEN_IN_POOL; `holds` says whether the pool is already a funder of this loan)."""
+    pool_id = pool.terms.pool_id
+    if not holds and loan.loan_id in pool.register.loan_ids:
+        raise FailedPrecondition(
+            "LOAN_ID_TAKEN_IN_POOL", f"pool {pool_id} already holds a loan {loan.loan_id!r} "
+            "recorded by hand (serviced elsewhere): this loan cannot share its id there",
+            metadata={"pool": f"pools/{pool_id}", "loan": f"loans/{loan.loan_id}"})
+    if pool.terms.limits.sector_bps and not sector:
+        raise FailedPrecondition(
+            "SECTOR_REQUIRED", f"pool {pool_id} has a sector limit: give the borrower's sector "
+            "(DecideLoan.sector) before it funds the loan",
+            metadata={"pool": f"pools/{pool_id}", "limit": "sector"})
+    check_concentration(pool, loan.loan_id, amount_minor,
+                        borrower_facts(tx, loan.member_id, sector))
+
+
 def check_funding(tx: Any, loan: LoanRecord, split: FundingSplit, amount_minor: int,
                   sector: str) -> None:
     """Every pool of the split exists, lends in the loan's currency and can take its part of
-    `amount_minor` within its concentration limits. Raises `NotFound` POOL_NOT_FOUND or
-    `FailedPrecondition` CURRENCY_MISMATCH / CONCENTRATION_LIMIT_EXCEEDED."""
+    `amount_minor` (`check_pool_part`). Raises `NotFound` POOL_NOT_FOUND or
+    `FailedPrecondition` CURRENCY_MISMATCH, RESERVE_BELOW_TARGET, SECTOR_REQUIRED,
+    LOAN_ID_TAKEN_IN_POOL or CONCENTRATION_LIMIT_EXCEEDED."""
     cache: dict[str, LoadedPool] = {}
     parts = split_amount(amount_minor, split)
     for funder in split.parties:
         pool_id = pool_of(funder)
         if pool_id is not None:
-            check_concentration(_pool(tx, loan, pool_id, cache), loan.loan_id, parts[funder],
-                                borrower_facts(tx, loan.member_id, sector))
+            check_pool_part(tx, loan, _pool(tx, loan, pool_id, cache), parts[funder], sector,
+                            holds=False)
+
+
+def check_buyer(tx: Any, loan: LoanRecord, buyer: str) -> None:
+    """A pool buying into a loan exists and lends in its currency (checked when a transfer is
+    asked for; its reserve and limits are checked when it runs). Raises `NotFound`
+    POOL_NOT_FOUND or `FailedPrecondition` CURRENCY_MISMATCH."""
+    pool_id = pool_of(buyer)
+    if pool_id is not None:
+        _pool(tx, loan, pool_id, {})
 
 
 def propose(loan: LoanRecord, split: FundingSplit | None, sector: str) -> LoanRecord:
-    """The loan with a split proposed at approval (or none)."""
+    """The loan with a split proposed at approval (or none), and the borrower's sector."""
     if split is None and not sector:
         return loan
     return replace(loan, funding_json=Funding(proposed=split, sector=sector).to_json())
 
 
-def fix_at_disbursement(tx: Any, loan: LoanRecord, given: FundingSplit | None, sector: str,
-                        on: date) -> LoanRecord:
-    """The loan with its split fixed (the one given, else the proposal, else none), checked
-    against the pools' limits for the amount approved."""
+def fix_at_disbursement(tx: Any, loan: LoanRecord, on: date) -> LoanRecord:
+    """The loan with the split approved at `DecideLoan` fixed (none: the bank alone), checked
+    again against the pools' reserves and limits for the amount approved: they may have moved
+    since the approval. Only an approved participation transfer changes it afterwards."""
     funding = Funding.of(loan)
-    split = given or funding.proposed
-    sector = sector or funding.sector
+    split = funding.proposed
     if split is None or split.parties == (BANK,):
-        return replace(loan, funding_json=None)
+        return loan if not funding.sector else replace(
+            loan, funding_json=Funding(sector=funding.sector).to_json())
     assert loan.amount_approved_minor is not None
-    check_funding(tx, loan, split, loan.amount_approved_minor, sector)
-    return replace(loan, funding_json=replace(
-        funding, split=split, version=1, since=on, sector=sector).to_json())
+    check_funding(tx, loan, split, loan.amount_approved_minor, funding.sector)
+    return replace(loan, funding_json=replace(funding, split=split, version=1,
+                                              since=on).to_json())
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +219,7 @@ def participate(ctx: Context, clock: Clock, moved: Sequence[Moved]
     funding changed (by id) and the head. Raises a pool's refusal (e.g.
     INSUFFICIENT_POOL_CASH) before the caller writes anything of its own."""
     updated: dict[str, LoanRecord] = {}
-    items: dict[str, list[dict[str, Any]]] = {}
+    items: dict[tuple[str, date], list[dict[str, Any]]] = {}
     rows: list[ParticipationLine] = []
     for m in moved:
         funding = Funding.of(m.loan)
@@ -199,7 +230,7 @@ def participate(ctx: Context, clock: Clock, moved: Sequence[Moved]
         if not lines:
             continue
         rows += _rows(ctx, m.loan.loan_id, m.transfer_id, m.on, funding, lines)
-        _pool_items(ctx, items, m.loan, m.transfer_id, funding, funding.split, lines)
+        _pool_items(ctx, items, m.loan, m.transfer_id, m.on, funding, funding.split, lines)
         updated[m.loan.loan_id] = replace(m.loan, funding_json=replace(
             funding, holdings=holdings, lines=funding.lines + len(lines)).to_json())
     head = _post_pool_items(ctx, clock, items)
@@ -215,9 +246,9 @@ def _rows(ctx: Context, loan_id: str, transfer_id: str, on: date, funding: Fundi
             for n, line in enumerate(lines, start=1)]
 
 
-def _pool_items(ctx: Context, items: dict[str, list[dict[str, Any]]], loan: LoanRecord,
-                transfer_id: str, funding: Funding, split: FundingSplit,
-                lines: Sequence[Line]) -> None:
+def _pool_items(ctx: Context, items: dict[tuple[str, date], list[dict[str, Any]]],
+                loan: LoanRecord, transfer_id: str, on: date, funding: Funding,
+                split: FundingSplit, lines: Sequence[Line]) -> None:
     for funder in sorted({line.funder for line in lines}):
         pool_id = pool_of(funder)
         if pool_id is None:
@@ -227,16 +258,22 @@ def _pool_items(ctx: Context, items: dict[str, list[dict[str, Any]]], loan: Loan
                                 "split": split_text(split), "flows": flows}
         if any(f[0] in ("fund", "buy_principal") for f in flows):
             item["borrower"] = borrower_facts(ctx.tx, loan.member_id, funding.sector)
-        items.setdefault(pool_id, []).append(item)
+        items.setdefault((pool_id, on), []).append(item)
 
 
-def _post_pool_items(ctx: Context, clock: Clock, items: dict[str, list[dict[str, Any]]]
-                     ) -> Head:
+def _post_pool_items(ctx: Context, clock: Clock,
+                     items: dict[tuple[str, date], list[dict[str, Any]]]) -> Head:
+    """One `participation` event per pool and date (pools in id order), its entries dated
+    like the loan bookings they share. A pool's refusal names the pool."""
     head = ctx.head
-    for pool_id in sorted(items):
+    for pool_id, on in sorted(items):
         pool = load(pool_store(ctx.tx), pool_id)
-        _, head = record_event(replace(ctx, head=head), clock, pool, "participation",
-                               {"items": items[pool_id]}, "")
+        try:
+            _, head = record_event(replace(ctx, head=head), clock, pool, "participation",
+                                   {"items": items[(pool_id, on)]}, "", on)
+        except (FailedPrecondition, NotFound) as error:
+            raise type(error)(error.reason, f"pool {pool_id}: {error.message}", metadata={
+                **error.metadata, "pool": f"pools/{pool_id}"}) from error
     return head
 
 
@@ -273,12 +310,12 @@ def execute_participation_transfer(ctx: Context, clock: Clock, loan: LoanRecord,
     buyer_pool = pool_of(buyer)
     if buyer_pool is not None:
         bought = next((x.amount_minor for x in lines if x.movement == "buy_principal"), 0)
-        check_concentration(_pool(ctx.tx, loan, buyer_pool, {}), loan.loan_id, bought,
-                            borrower_facts(ctx.tx, loan.member_id, funding.sector))
+        check_pool_part(ctx.tx, loan, _pool(ctx.tx, loan, buyer_pool, {}), bought,
+                        funding.sector, holds=buyer in holdings)
     version = funding.version + 1
     transfer_id = f"loan:{loan.loan_id}:participation:{version}"
-    items: dict[str, list[dict[str, Any]]] = {}
-    _pool_items(ctx, items, loan, transfer_id, funding, new_split, lines)
+    items: dict[tuple[str, date], list[dict[str, Any]]] = {}
+    _pool_items(ctx, items, loan, transfer_id, on, funding, new_split, lines)
     head = _post_pool_items(ctx, clock, items)
     _store(ctx, _rows(ctx, loan.loan_id, transfer_id, on, funding, lines, version))
     changed = replace(funding, split=new_split, version=version, since=on, holdings=after,

@@ -161,6 +161,7 @@ def _apply_participation(register: PoolRegister, item: dict[str, Any]) -> list[i
         "reverse_receipt": register.reverse_receipt, "buy_income": register.reverse_receipt,
         "provide": register.provide, "release": register.release_provision,
         "recover": register.recover}
+    register.hold_loan(loan)  # a pool may first come in for receivables or provisions
     written = {m: 0 for m in _WRITE_OFF_MOVEMENTS}
     used = recovered = 0
 
@@ -295,15 +296,16 @@ def post_entries(ctx: Context, specs: list[TransferSpec], business_date: date) -
 
 
 def record_event(ctx: Context, clock: Clock, pool: LoadedPool, kind: str, args: dict[str, Any],
-                 reference: str) -> tuple[EventResult, Head]:
-    """Apply `kind` to the loaded pool and write it: entries, then the event. Refusals are
-    raised before anything is written."""
+                 reference: str, on: date | None = None) -> tuple[EventResult, Head]:
+    """Apply `kind` to the loaded pool and write it: entries (dated `on`, default the
+    clock's business date), then the event. Refusals are raised before anything is
+    written."""
     store = pool_store(ctx.tx)
     period = pool.register.period_number
     outcome = apply_event(pool.register, kind, args)
     seq = pool.next_seq
     specs = event_entries(pool.terms, seq, period, kind, args, outcome, reference)
-    head = post_entries(ctx, specs, clock.business_date())
+    head = post_entries(ctx, specs, on or clock.business_date())
     payload = {"args": args, "outcome": outcome}
     event = PoolEvent(pool.terms.pool_id, seq, period, kind, payload, reference,
                       ctx.command.request_id, ctx.now_ns)

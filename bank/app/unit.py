@@ -84,7 +84,8 @@ Handler = Callable[[Context], tuple[R, Head]]
 
 
 def run_command(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[R],
-                decode: Callable[[dict[str, Any]], R], timeout_s: float | None = None) -> R:
+                decode: Callable[[dict[str, Any]], R], timeout_s: float | None = None,
+                record_refusals: bool = True) -> R:
     """Run `handler` once for `command.request_id`; replay the stored outcome afterwards.
 
     A concurrency conflict (`Aborted`: serialisation failure, deadlock) rolls the transaction
@@ -93,10 +94,14 @@ def run_command(uow: UnitOfWork, clock: Clock, command: Command, handler: Handle
 
     Raises the handler's business error (also on replay), `AlreadyExists` with reason
     REQUEST_ID_REUSED for a conflicting replay, or whatever the storage raises.
+
+    With `record_refusals=False` (system commands whose request ids are derived, such as a
+    close-of-business chunk), a business refusal rolls everything back and records nothing,
+    so the same command can run again once its cause is mended.
     """
     deadline = time.monotonic() + timeout_s if timeout_s is not None else None
     return with_retries(command.method, command.request_id, lambda: _run_once(
-        uow, clock, command, handler, decode, timeout_s, deadline))
+        uow, clock, command, handler, decode, timeout_s, deadline, record_refusals))
 
 
 T = TypeVar("T")
@@ -129,11 +134,14 @@ class _Undo(Exception):
 
 def _run_once(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[R],
               decode: Callable[[dict[str, Any]], R], timeout_s: float | None,
-              deadline: float | None) -> R:
+              deadline: float | None, record_refusals: bool = True) -> R:
     try:
-        return _attempt(uow, clock, command, handler, decode, timeout_s, deadline)
+        return _attempt(uow, clock, command, handler, decode, timeout_s, deadline,
+                        record_refusals)
     except _Undo as undo:
         failure = undo.failure
+    if not record_refusals:
+        raise failure
 
     def refuse(ctx: Context) -> tuple[R, Head]:
         raise failure
@@ -143,7 +151,7 @@ def _run_once(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[
 
 def _attempt(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[R],
              decode: Callable[[dict[str, Any]], R], timeout_s: float | None,
-             deadline: float | None) -> R:
+             deadline: float | None, record_refusals: bool = True) -> R:
     fingerprint = command.fingerprint()
     with uow.write(timeout_s) as tx:
         head = tx.lock_head()
@@ -162,6 +170,8 @@ def _attempt(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[R
             # and the refusal alone is recorded in a new one.
             if ctx.effects:
                 raise _Undo(failure) from None
+            if not record_refusals:
+                raise
             error = failure
         outcome_json = outcome_of(result, error)
         leaf, head = audit_leaf(head, now_ns, command, fingerprint, outcome_json, ctx.effects)

@@ -73,10 +73,9 @@ def _approve(channel: grpc.Channel, loan_id: str = "l1",
         sector=sector))
 
 
-def _disburse(channel: grpc.Channel, loan_id: str = "l1",
-              shares: list[tuple[str, int]] | None = None) -> lpb.Loan:
+def _disburse(channel: grpc.Channel, loan_id: str = "l1") -> lpb.Loan:
     return LoanClient(channel, TELLER).DisburseLoan(lpb.DisburseLoanRequest(
-        request_id=request_id(), name=f"loans/{loan_id}", funding=_funding(shares or [])))
+        request_id=request_id(), name=f"loans/{loan_id}"))
 
 
 def _cob(channel: grpc.Channel, through: str) -> None:
@@ -251,7 +250,7 @@ def test_a_participation_transfer_is_approved_by_a_second_person_and_moves_the_s
     receivable = minor(loan.balances.interest_receivable)
     assert held["pools/lancs"].principal_minor == principal * 3 // 4 + (principal * 3 % 4 >= 2)
     assert held["pools/lancs"].income_minor + held["bank"].income_minor == receivable
-    moved = _by_movement(_lines(channel), "transfers/loan:l1:participation:1")
+    moved = _by_movement(_lines(channel), "participation/l1/1")
     assert moved["buy_principal"]["pools/lancs"] == moved["sell_principal"]["bank"]
     # Later movements follow the new split.
     _cob(channel, "2026-01-31")
@@ -272,11 +271,12 @@ def _state(engine: Any) -> dict[str, list[Any]]:
 
 def test_concentration_limits_are_checked_at_approval_and_at_disbursement(
         engine, uow, clock, channel):
-    # Single borrower limit: 5 % of the pool's £16,000 net assets = £800; the pool's part of
-    # a £12,000 loan at 80 % is £9,600.
-    _pool_with_capital(uow, clock, channel, single_borrower_bps=500)
+    # Single borrower limit: 10 % of the pool's £16,000 net assets = £1,600; the pool's part
+    # of a £12,000 loan at 80 % is £9,600.
+    _pool_with_capital(uow, clock, channel, single_borrower_bps=1_000)
     member_with_deposit(channel, pence=2_000_000)
     _applied(channel)
+    LoanClient(channel, OFFICER).ApplyForLoan(application("l2", pence=1_200_000))
     before = _state(engine)
     error = refused(lambda: _approve(channel, shares=SPLIT))
     info = error_info(error)
@@ -284,16 +284,46 @@ def test_concentration_limits_are_checked_at_approval_and_at_disbursement(
                                            "CONCENTRATION_LIMIT_EXCEEDED")
     assert info.metadata["limit"] == "single_borrower" and info.metadata["pool"] == "pools/lancs"
     assert _state(engine) == before
-    # Approved with a small part for the pool; disbursing with a larger one is refused.
-    _approve(channel, shares=[("pools/lancs", 500), ("bank", 9_500)])
+    # Two loans to the same borrower, each within the limit when approved (£1,200 and £600);
+    # once the first is paid out, the second would take the borrower to £1,800.
+    _approve(channel, "l1", shares=[("pools/lancs", 1_000), ("bank", 9_000)])
+    _approve(channel, "l2", shares=[("pools/lancs", 500), ("bank", 9_500)])
+    _disburse(channel, "l1")
     before = _state(engine)
-    error = refused(lambda: _disburse(channel, shares=SPLIT))
+    error = refused(lambda: _disburse(channel, "l2"))
     assert error_info(error).reason == "CONCENTRATION_LIMIT_EXCEEDED"
-    assert error_info(error).metadata["limit"] == "single_borrower"
+    assert error_info(error).metadata["exposure_minor"] == "180000"
     assert _state(engine) == before
-    loan = _disburse(channel)  # the proposal fits: £600 of the pool's
-    assert [(f.funder, f.bps) for f in loan.funding] == [("bank", 9_500), ("pools/lancs", 500)]
     check(uow, channel)
+
+
+def test_a_pool_with_a_sector_limit_needs_the_borrowers_sector(engine, uow, clock, channel):
+    _pool_with_capital(uow, clock, channel, sector_bps=9_000)
+    member_with_deposit(channel, pence=2_000_000)
+    _applied(channel)
+    before = _state(engine)
+    error = refused(lambda: _approve(channel, shares=SPLIT))
+    assert (error_info(error).reason, error_info(error).metadata["limit"]) == (
+        "SECTOR_REQUIRED", "sector")
+    assert _state(engine) == before
+    loan = _approve(channel, shares=SPLIT, sector="bakery")
+    assert loan.sector == "bakery"
+    _disburse(channel)
+    check(uow, channel)
+
+
+def test_a_loan_cannot_share_its_id_with_a_loan_a_pool_holds_by_hand(
+        engine, uow, clock, channel):
+    _pool_with_capital(uow, clock, channel)
+    pools(channel, OFFICER).RecordLoanEvent(ppb.RecordLoanEventRequest(
+        request_id=request_id(), pool=f"pools/{POOL}", loan="loans/l1",
+        kind=ppb.LOAN_EVENT_KIND_FUND, amount=gbp(100_000)))
+    member_with_deposit(channel, pence=2_000_000)
+    _applied(channel)
+    before = _state(engine)
+    error = refused(lambda: _approve(channel, shares=SPLIT))
+    assert error_info(error).reason == "LOAN_ID_TAKEN_IN_POOL"
+    assert _state(engine) == before
 
 
 def test_a_pool_without_the_cash_refuses_the_disbursement_and_nothing_changes(
@@ -301,11 +331,12 @@ def test_a_pool_without_the_cash_refuses_the_disbursement_and_nothing_changes(
     _pool_with_capital(uow, clock, channel)
     member_with_deposit(channel, pence=2_000_000)
     _applied(channel, pence=2_000_000)
-    _approve(channel)
+    _approve(channel, shares=[("pools/lancs", 9_000), ("bank", 1_000)])
     before = _state(engine)
-    error = refused(lambda: _disburse(channel, shares=[("pools/lancs", 9_000), ("bank", 1_000)]))
+    error = refused(lambda: _disburse(channel))
     assert (error.code(), error_info(error).reason) == (grpc.StatusCode.FAILED_PRECONDITION,
                                                         "INSUFFICIENT_POOL_CASH")
+    assert error_info(error).metadata["pool"] == "pools/lancs"
     assert _state(engine) == before
 
 

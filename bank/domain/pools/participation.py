@@ -243,15 +243,15 @@ def split_booking(split: FundingSplit, holdings: Mapping[str, Share], moved: Mov
                   ) -> tuple[list[Line], dict[str, Share]]:
     """The lines of one booking of a loan funded by `split`, given what each funder holds;
     returns them and the holdings after. Lines come in the order a pool applies them:
-    growth, provisions released that the settlements would leave uncovered, settlements,
-    write-offs (using provisions first), provisions to their new level, recoveries."""
+    lending and accrual, provisions released that the settlements would leave uncovered,
+    settlements, receipts undone, write-offs (using provisions first), provisions to their
+    new level, recoveries."""
     s = _Splitter(split, holdings)
     m = moved
     repaid, received = max(-m.principal_minor, 0), max(m.received_minor, 0)
     reversed_accrual = max(-m.accrued_minor, 0)
     s.grow("fund", m.principal_minor)
     s.grow("accrue", m.accrued_minor)
-    s.grow("reverse_receipt", -m.received_minor)
     # Release first what the settlements would leave uncovered (a pool keeps every provision
     # within its exposure): a probe makes the same settlements to see what each will hold.
     probe = _Splitter(split, s.held)
@@ -259,6 +259,8 @@ def split_booking(split: FundingSplit, holdings: Mapping[str, Share], moved: Mov
     s.provisions_to({f: min(h.provisions_minor, probe.held[f].exposure_minor)
                      for f, h in s.held.items()})
     _settle_all(s, repaid, received, reversed_accrual)
+    # A receipt undone pays cash back: after the settlements have brought theirs in.
+    s.grow("reverse_receipt", -m.received_minor)
     before_write_off = {f: h.provisions_minor for f, h in s.held.items()}
     lost = {f: 0 for f in s.funders}
     for movement, amount, field in (

@@ -358,6 +358,15 @@ class PoolRegister:
 
     # -- asset side ---------------------------------------------------------------------------
 
+    def hold_loan(self, loan_id: str) -> None:
+        """Start holding a share of a loan (nothing yet): a participation may come in for
+        receivables or provisions before, or without, any principal."""
+        if not 1 <= len(loan_id) <= ID_LENGTH_MAX:
+            raise invalid("loan_id", f"must be 1 to {ID_LENGTH_MAX} characters")
+        if loan_id not in self._loans and len(self._loans) >= LOANS_PER_POOL_MAX:
+            raise FailedPrecondition("LOANS_LIMIT", f"a pool holds at most {LOANS_PER_POOL_MAX}")
+        self._loans.setdefault(loan_id, _Loan())
+
     def fund_loan(self, loan_id: str, amount_minor: int) -> None:
         """Lend `amount_minor` of pool cash: the pool's share of a disbursement."""
         _positive(amount_minor, "amount_minor")

@@ -1046,10 +1046,13 @@ class DecideLoanRequest(_message.Message):
 
     @_builtins.property
     def funding(self) -> _containers.RepeatedCompositeFieldContainer[Global___FundingShare]:
-        """On approval, optional: the proposed funding split (funders `bank` and `pools/{pool_id}`,
-        each once, bps summing to 10,000), checked against each pool's concentration limits for
-        its part of the approved amount (FAILED_PRECONDITION CONCENTRATION_LIMIT_EXCEEDED, whose
-        metadata names the limit); INVALID_ARGUMENT names `funding[i].funder` or `funding`.
+        """On approval, optional: the funding split (funders `bank` and `pools/{pool_id}`, each
+        once, bps summing to 10,000; INVALID_ARGUMENT names `funding[i].funder` or `funding`),
+        fixed at disbursement. Each pool's part of the approved amount is checked: NOT_FOUND
+        POOL_NOT_FOUND; FAILED_PRECONDITION CURRENCY_MISMATCH, RESERVE_BELOW_TARGET (the pool's
+        first-loss reserve is under its target), SECTOR_REQUIRED (the pool has a sector limit and
+        no `sector` is given), LOAN_ID_TAKEN_IN_POOL (the pool holds a loan of that id recorded by
+        hand), CONCENTRATION_LIMIT_EXCEEDED (metadata `limit` names it).
         """
 
     def __init__(
@@ -1079,27 +1082,19 @@ class DisburseLoanRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     TO_ACCOUNT_FIELD_NUMBER: _builtins.int
     FIRST_DUE_DATE_FIELD_NUMBER: _builtins.int
-    FUNDING_FIELD_NUMBER: _builtins.int
-    SECTOR_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     name: _builtins.str
     """`loans/{loan_id}`."""
     to_account: _builtins.str
     """`accounts/{id}` to pay out to; default the member's deposit account."""
-    sector: _builtins.str
-    """Optional: the borrower's sector (default the one given at approval)."""
     @_builtins.property
     def first_due_date(self) -> _date_pb2.Date:
         """The first instalment's due date (after the business date, at most 366 days after);
         default one period after the disbursement.
-        """
-
-    @_builtins.property
-    def funding(self) -> _containers.RepeatedCompositeFieldContainer[Global___FundingShare]:
-        """Optional: the funding split, fixed here for the life of the loan (changed only by
-        TransferParticipation); default the one proposed at approval, else the bank alone. Each
-        pool's part is checked against its limits again and paid from its cash
-        (FAILED_PRECONDITION INSUFFICIENT_POOL_CASH).
+        The funding split is the one approved at DecideLoan (none: the bank alone); it is fixed
+        here, each pool's part checked again (its reserve and limits may have moved) and paid from
+        its cash (FAILED_PRECONDITION INSUFFICIENT_POOL_CASH). Only TransferParticipation, with a
+        second approver, changes it afterwards.
         """
 
     def __init__(
@@ -1109,12 +1104,10 @@ class DisburseLoanRequest(_message.Message):
         name: _builtins.str = ...,
         to_account: _builtins.str = ...,
         first_due_date: _date_pb2.Date | None = ...,
-        funding: _abc.Iterable[Global___FundingShare] | None = ...,
-        sector: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["first_due_date", b"first_due_date"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_due_date", b"first_due_date", "funding", b"funding", "name", b"name", "request_id", b"request_id", "sector", b"sector", "to_account", b"to_account"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_due_date", b"first_due_date", "name", b"name", "request_id", b"request_id", "to_account", b"to_account"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1593,13 +1586,16 @@ class ParticipationLine(_message.Message):
     line_number: _builtins.int
     """1, 2, ... per loan."""
     entry: _builtins.str
-    """`transfers/{id}`: the loan's entry (or `loan:{id}:participation:{version}` for a
-    participation transfer, which moves only the pools' accounts).
+    """`transfers/{id}`: the loan's own entry the line splits; for a participation transfer
+    (which moves only the pools' accounts, in entries of their own) the pseudo-entry
+    `participation/{loan_id}/{version}`.
     """
     movement: _builtins.str
     """fund, repay, accrue, reverse_accrual, receive, reverse_receipt, provide, release,
-    write_off_principal, write_off_income, provision_used, recover, buy_principal,
-    sell_principal, buy_income, sell_income.
+    write_off_principal, write_off_income, provision_used, recover; a transfer's
+    buy_principal, sell_principal, buy_income, sell_income; and, when a loan the bank funded
+    alone gets its first split by a transfer, what the bank held then: opening_principal,
+    opening_income, opening_provisions.
     """
     funder: _builtins.str
     split_version: _builtins.int

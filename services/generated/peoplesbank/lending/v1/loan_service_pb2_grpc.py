@@ -277,7 +277,9 @@ class LoanServiceServicer:
         receivables and provisions at par, and the split gets a new version. Makes an approval; a
         second approver (never the maker) runs it with ApproveOperation, when everything is checked
         again. FAILED_PRECONDITION LOAN_NOT_ACTIVE, FUNDER_NOT_IN_SPLIT, and when it runs, the
-        buyer pool's CONCENTRATION_LIMIT_EXCEEDED or INSUFFICIENT_POOL_CASH; INVALID_ARGUMENT
+        buyer pool's RESERVE_BELOW_TARGET, SECTOR_REQUIRED, LOAN_ID_TAKEN_IN_POOL,
+        CONCENTRATION_LIMIT_EXCEEDED or INSUFFICIENT_POOL_CASH; NOT_FOUND POOL_NOT_FOUND (checked
+        when asked too); INVALID_ARGUMENT
         PARTICIPATION_BPS_INVALID (more bps than the seller holds), PARTICIPATION_SAME_FUNDER.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
