@@ -251,6 +251,10 @@ def _entry(row: Row[Any], postings: tuple[Posting, ...]) -> JournalEntry:
         fingerprint=m["fingerprint"], request_id=m["request_id"])
 
 
+def _metadata_json(metadata: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps([list(kv) for kv in metadata]) if metadata else "[]"
+
+
 def _totals_row(totals: Totals, suffix: str = "") -> dict[str, int]:
     return {f"debits_posted{suffix}": totals.debits_posted,
             f"credits_posted{suffix}": totals.credits_posted,
@@ -451,7 +455,7 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
         self._raw_executemany(_SQLITE_INSERT_ENTRIES, [
             (e.seq, e.transfer_id, e.kind.value, e.recorded_ns, e.effective_date.isoformat(),
              e.pending_id, e.reverses_id, e.expires_ns, e.description,
-             json.dumps([list(kv) for kv in e.metadata]), e.fingerprint, e.request_id,
+             _metadata_json(e.metadata), e.fingerprint, e.request_id,
              len(e.postings)) for e in entries])
 
     def _raw_executemany(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
@@ -486,7 +490,7 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
                     copy.write_row((
                         e.seq, e.transfer_id, e.kind.value, e.recorded_ns, e.effective_date,
                         e.pending_id, e.reverses_id, e.expires_ns, e.description,
-                        json.dumps([list(kv) for kv in e.metadata]), e.fingerprint,
+                        _metadata_json(e.metadata), e.fingerprint,
                         e.request_id, len(e.postings)))
 
     def _entries_where(self, condition: Any, order_limit: int | None = None) -> list[JournalEntry]:
