@@ -108,9 +108,21 @@ class LedgerCollector(Collector):
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, with the request id and principal of the call in flight."""
 
+    _second = -1
+    _stamp = ""
+
+    def _time(self, record: logging.LogRecord) -> str:
+        # strftime once per second, not once per line (the access log writes one per call).
+        # Handlers format under their lock, so the cache is not raced.
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._stamp}.{int(record.msecs):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         body: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "time": self._time(record),
             "level": record.levelname.lower(), "logger": record.name,
             "message": record.getMessage()}
         request_id = getattr(record, "request_id", "") or request_id_var.get()
@@ -155,9 +167,19 @@ class ObservabilityInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
+        self._wrapped: dict[str, Any] = {}  # method -> its wrapped handler, built once
 
     def intercept_service(self, continuation: Any, details: Any) -> Any:
-        handler = continuation(details)
+        # grpc asks on every call; the wrapper depends on the method only (everything per
+        # call happens inside it), so it is built once per registered method.
+        wrapped = self._wrapped.get(details.method)
+        if wrapped is None:
+            wrapped = self._wrap(continuation(details), details)
+            if wrapped is not None:
+                self._wrapped[details.method] = wrapped
+        return wrapped
+
+    def _wrap(self, handler: Any, details: Any) -> Any:
         if handler is None or details.method.startswith("/grpc."):
             return handler
         method = details.method.rsplit("/", 1)[-1]

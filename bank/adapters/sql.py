@@ -21,7 +21,6 @@ from sqlalchemy import (
     Connection,
     Engine,
     and_,
-    bindparam,
     case,
     create_engine,
     event,
@@ -132,8 +131,9 @@ class SqlUnitOfWork:
         """Propagate the caller's remaining deadline to the database (PostgreSQL)."""
         if self.is_postgres and timeout_s is not None:
             ms = max(1, int(timeout_s * 1000))
-            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+            # Both as SET LOCAL would (is_local = true), in one round trip.
+            conn.exec_driver_sql(f"SELECT set_config('statement_timeout', '{ms}', true), "
+                                 f"set_config('lock_timeout', '{ms}', true)")
 
 
 # PostgreSQL SQLSTATEs that mean "try again": serialisation failure, deadlock, lock timeout
@@ -174,6 +174,19 @@ _COPY_ENTRIES = (
     "posting_count) FROM STDIN")
 
 
+_SQLITE_INSERT_POSTINGS = (
+    "INSERT INTO postings (entry_seq, idx, account_id, side, amount, currency, effect, "
+    "recorded_ns, debits_posted_after, credits_posted_after, debits_pending_after, "
+    "credits_pending_after) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_SQLITE_INSERT_ENTRIES = (
+    "INSERT INTO entries (seq, transfer_id, kind, recorded_ns, effective_date, pending_id, "
+    "reverses_id, expires_ns, description, metadata_json, fingerprint, request_id, "
+    "posting_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_SQLITE_SAVE_TOTALS = (
+    "UPDATE accounts SET debits_posted = ?, credits_posted = ?, debits_pending = ?, "
+    "credits_pending = ? WHERE account_id = ?")
+
+
 def _connect_failed(error: DBAPIError) -> bool:
     """PostgreSQL refused or dropped a new connection (down, starting, shutting down): the
     driver raises OperationalError with no SQLSTATE, and SQLAlchemy does not flag it."""
@@ -197,6 +210,28 @@ def _account(row: Row[Any]) -> Account:
         m["created_ns"])
 
 
+# The columns `_account_of` reads, in its order (a batch reads thousands of accounts: by
+# position, with the enums looked up in dicts, is several times cheaper than by name).
+_ACCOUNT_COLUMNS = tuple(t.accounts.c[name] for name in (
+    "account_id", "currency", "account_type", "code", "owner_kind", "owner_id", "status",
+    "debits_must_not_exceed_credits", "credits_must_not_exceed_debits", "debits_posted",
+    "credits_posted", "debits_pending", "credits_pending", "created_ns"))
+_ACCOUNT_TYPES = {k.value: k for k in AccountType}
+_OWNER_KINDS = {k.value: k for k in OwnerKind}
+_ACCOUNT_STATUSES = {k.value: k for k in AccountStatus}
+
+
+def _account_of(row: Sequence[Any]) -> Account:
+    """An account from a row of `_ACCOUNT_COLUMNS`."""
+    (account_id, currency, account_type, code, owner_kind, owner_id, status, no_overdraft,
+     no_excess_credit, debits_posted, credits_posted, debits_pending, credits_pending,
+     created_ns) = row
+    return Account(
+        account_id, currency, _ACCOUNT_TYPES[account_type], code, _OWNER_KINDS[owner_kind],
+        owner_id, _ACCOUNT_STATUSES[status], bool(no_overdraft), bool(no_excess_credit),
+        Totals(debits_posted, credits_posted, debits_pending, credits_pending), created_ns)
+
+
 def _posting(row: Row[Any]) -> Posting:
     m = row._mapping
     return Posting(m["entry_seq"], m["idx"], m["account_id"], Side(m["side"]), m["amount"],
@@ -214,6 +249,10 @@ def _entry(row: Row[Any], postings: tuple[Posting, ...]) -> JournalEntry:
         description=m["description"],
         metadata=tuple((k, v) for k, v in json.loads(m["metadata_json"])),
         fingerprint=m["fingerprint"], request_id=m["request_id"])
+
+
+def _metadata_json(metadata: tuple[tuple[str, str], ...]) -> str:
+    return json.dumps([list(kv) for kv in metadata]) if metadata else "[]"
 
 
 def _totals_row(totals: Totals, suffix: str = "") -> dict[str, int]:
@@ -334,8 +373,8 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
         found: list[Account] = []
         for chunk in self._chunked(sorted(set(account_ids))):
             rows = self.conn.execute(
-                select(t.accounts).where(self._in(t.accounts.c.account_id, chunk)))
-            found.extend(_account(row) for row in rows)
+                select(*_ACCOUNT_COLUMNS).where(self._in(t.accounts.c.account_id, chunk)))
+            found.extend(map(_account_of, rows))
         return found
 
     def list_accounts(self, after_id: str, limit: int, flt: AccountFilter) -> list[Account]:
@@ -385,14 +424,11 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
                  "dq": [a.totals.debits_pending for a in ordered],
                  "cq": [a.totals.credits_pending for a in ordered]})
             return
-        c = t.accounts.c
-        statement = update(t.accounts).where(c.account_id == bindparam("b_id")).values(
-            debits_posted=bindparam("b_dp"), credits_posted=bindparam("b_cp"),
-            debits_pending=bindparam("b_dq"), credits_pending=bindparam("b_cq"))
-        self.conn.execute(statement, [
-            {"b_id": a.account_id, "b_dp": a.totals.debits_posted,
-             "b_cp": a.totals.credits_posted, "b_dq": a.totals.debits_pending,
-             "b_cq": a.totals.credits_pending} for a in accounts])
+        # SQLite: the driver's executemany with plain tuples (SQLAlchemy's per-row parameter
+        # processing cost more than the update itself).
+        self._raw_executemany(_SQLITE_SAVE_TOTALS, [
+            (a.totals.debits_posted, a.totals.credits_posted, a.totals.debits_pending,
+             a.totals.credits_pending, a.account_id) for a in accounts])
 
     def set_account_status(self, account_id: str, status: AccountStatus, at_ns: int) -> None:
         values: dict[str, Any] = {"status": status.value}
@@ -409,21 +445,32 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
         if self.is_postgres:
             self._copy_entries(entries)
             return
-        self.conn.execute(insert(t.postings), [{
-            "entry_seq": p.entry_seq, "idx": p.index, "account_id": p.account_id,
-            "side": p.side.value, "amount": p.amount, "currency": p.currency,
-            "effect": p.effect.value, "recorded_ns": e.recorded_ns,
-            **_totals_row(p.totals_after, "_after"),
-        } for e in entries for p in e.postings])
-        self.conn.execute(insert(t.entries), [{
-            "seq": e.seq, "transfer_id": e.transfer_id, "kind": e.kind.value,
-            "recorded_ns": e.recorded_ns, "effective_date": e.effective_date,
-            "pending_id": e.pending_id, "reverses_id": e.reverses_id,
-            "expires_ns": e.expires_ns, "description": e.description,
-            "metadata_json": json.dumps([list(kv) for kv in e.metadata]),
-            "fingerprint": e.fingerprint, "request_id": e.request_id,
-            "posting_count": len(e.postings),
-        } for e in entries])
+        # SQLite: the driver's executemany with plain tuples, the same values SQLAlchemy would
+        # bind (its Date type stores ISO 8601 text), without its per-row parameter processing.
+        self._raw_executemany(_SQLITE_INSERT_POSTINGS, [
+            (p.entry_seq, p.index, p.account_id, p.side.value, p.amount, p.currency,
+             p.effect.value, e.recorded_ns, p.totals_after.debits_posted,
+             p.totals_after.credits_posted, p.totals_after.debits_pending,
+             p.totals_after.credits_pending) for e in entries for p in e.postings])
+        self._raw_executemany(_SQLITE_INSERT_ENTRIES, [
+            (e.seq, e.transfer_id, e.kind.value, e.recorded_ns, e.effective_date.isoformat(),
+             e.pending_id, e.reverses_id, e.expires_ns, e.description,
+             _metadata_json(e.metadata), e.fingerprint, e.request_id,
+             len(e.postings)) for e in entries])
+
+    def _raw_executemany(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        """SQLite bulk writes: the DB-API cursor of this transaction's connection, with the
+        driver's errors wrapped as SQLAlchemy wraps them (so `_translated` sees the same)."""
+        raw: Any = self.conn.connection.dbapi_connection
+        dbapi_error = self.conn.dialect.loaded_dbapi.Error
+        cursor = raw.cursor()
+        try:
+            cursor.executemany(statement, rows)
+        except dbapi_error as error:
+            raise DBAPIError.instance(statement, None, error, dbapi_error,
+                                      dialect=self.conn.dialect, ismulti=True) from error
+        finally:
+            cursor.close()
 
     def _copy_entries(self, entries: Sequence[JournalEntry]) -> None:
         """PostgreSQL: stream a batch's postings and entries with COPY (one round trip each,
@@ -443,7 +490,7 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
                     copy.write_row((
                         e.seq, e.transfer_id, e.kind.value, e.recorded_ns, e.effective_date,
                         e.pending_id, e.reverses_id, e.expires_ns, e.description,
-                        json.dumps([list(kv) for kv in e.metadata]), e.fingerprint,
+                        _metadata_json(e.metadata), e.fingerprint,
                         e.request_id, len(e.postings)))
 
     def _entries_where(self, condition: Any, order_limit: int | None = None) -> list[JournalEntry]:

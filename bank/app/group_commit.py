@@ -42,7 +42,15 @@ from bank.app.transfers import (
     preload,
     transfers_command,
 )
-from bank.app.unit import Command, Context, audit_leaf, outcome_of, replay, with_retries
+from bank.app.unit import (
+    Command,
+    Context,
+    audit_leaf,
+    batch_outcome_sha256,
+    outcome_of,
+    replay,
+    with_retries,
+)
 from bank.domain.approvals import DEFAULT_RULES, ApprovalRule
 from bank.domain.entries import JournalEntry, TransferSpec, validate_specs
 from bank.domain.errors import DeadlineExceeded, InvariantViolation, LedgerError, Unavailable
@@ -86,11 +94,19 @@ def create_transfers_group(uow: UnitOfWork, clock: Clock, requests: list[Transfe
     order (a `BatchResult`, or the error that request alone raises: a conflicting replay,
     a stored failure, a passed deadline).
 
-    Raises what the storage raises for the group as a whole (`Unavailable`, `DeadlineExceeded`,
-    `Aborted` after `RETRIES_MAX` conflicts); nothing of the group is then committed.
+    Raises `InvalidArgument` if a request is malformed (nothing is applied), and what the
+    storage raises for the group as a whole (`Unavailable`, `DeadlineExceeded`, `Aborted`
+    after `RETRIES_MAX` conflicts); nothing of the group is then committed.
     """
     for request in requests:
         validate_specs(request.specs)
+    return _create_validated(uow, clock, requests, rules)
+
+
+def _create_validated(uow: UnitOfWork, clock: Clock, requests: list[TransferRequest],
+                      rules: tuple[ApprovalRule, ...]) -> list[Outcome]:
+    """`create_transfers_group` for requests already checked by `validate_specs` (the
+    committer checks each one in `submit`, on its caller's thread)."""
     outcomes: list[Outcome | None] = [None] * len(requests)
     waiting = list(range(len(requests)))
     while waiting:
@@ -174,7 +190,7 @@ def _group_once(uow: UnitOfWork, clock: Clock, requests: list[TransferRequest],
                                                  engine.last_recorded_ns), head.audit_size)
             outcome_json = outcome_of(result, None)
             leaf, head = audit_leaf(head, now_ns, command, fingerprints[i], outcome_json,
-                                    ctx.effects)
+                                    ctx.effects, batch_outcome_sha256(outcome_json))
             leaves.append(leaf)
             saved[request.request_id] = StoredRequest(request.request_id, command.method,
                                                       fingerprints[i], outcome_json, now_ns)
@@ -303,8 +319,8 @@ class GroupCommitter:
     def _commit(self, group: list[_Waiting], transfers: int) -> None:
         requests = [w.request for w in group]
         outcomes: list[Outcome]
-        try:
-            outcomes = create_transfers_group(self.uow, self.clock, requests, self.rules)
+        try:  # every request was validated by `submit`
+            outcomes = _create_validated(self.uow, self.clock, requests, self.rules)
         except InvariantViolation:
             log.exception("a group of %d requests broke an invariant; running them one by one",
                           len(group))

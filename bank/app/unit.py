@@ -12,6 +12,7 @@ outcome is stored with the request, one audit leaf is appended, and everything c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -233,9 +234,21 @@ def outcome_of(result: Result | None, error: LedgerError | None) -> str:
     return json.dumps(outcome, sort_keys=True, separators=(",", ":"))
 
 
+def batch_outcome_sha256(outcome_json: str) -> str:
+    """`canonical_hash` of a stored outcome whose keys are all strings (a `BatchResult`'s),
+    from its JSON text: that text, made by `outcome_of`, is already the canonical form unless
+    it holds an escaped character (`ensure_ascii` escapes what the canonical form keeps as
+    UTF-8), so only then is it parsed and hashed again."""
+    if "\\u" in outcome_json:
+        return canonical_hash(json.loads(outcome_json))
+    return hashlib.sha256(outcome_json.encode("utf-8")).hexdigest()
+
+
 def audit_leaf(head: Head, now_ns: int, command: Command, fingerprint: str, outcome_json: str,
-               effects: list[list[Any]]) -> tuple[AuditLeaf, Head]:
-    """The audit leaf of a command at the next audit index, and the head after it."""
+               effects: list[list[Any]], outcome_sha256: str | None = None
+               ) -> tuple[AuditLeaf, Head]:
+    """The audit leaf of a command at the next audit index, and the head after it.
+    `outcome_sha256`, if given, is `canonical_hash(json.loads(outcome_json))`, known already."""
     record = {
         "index": head.audit_size,
         "time_ns": now_ns,
@@ -243,7 +256,8 @@ def audit_leaf(head: Head, now_ns: int, command: Command, fingerprint: str, outc
         "method": command.method,
         "request_id": command.request_id,
         "request_sha256": fingerprint,
-        "outcome_sha256": canonical_hash(json.loads(outcome_json)),
+        "outcome_sha256": (outcome_sha256 if outcome_sha256 is not None
+                           else canonical_hash(json.loads(outcome_json))),
         "outcome": "error" if outcome_json.startswith('{"error"') else "ok",
         "effects": effects,
     }

@@ -286,11 +286,13 @@ class BatchPosting:
     def _record(self, spec: TransferSpec, fingerprint: str,
                 lines: list[tuple[PostingLine, Effect]], pending: JournalEntry | None,
                 expires_ns: int) -> JournalEntry:
-        for effect in Effect:
-            of_effect = ((line.side, line.amount, line.currency) for line, e in lines
-                         if e is effect)
-            ensure(not imbalances(of_effect),
-                   f"unbalanced {effect.value} lines in {spec.transfer_id!r}")
+        by_effect: dict[Effect, list[tuple[Side, int, str]]] = {}
+        for line, e in lines:
+            by_effect.setdefault(e, []).append((line.side, line.amount, line.currency))
+        for effect in Effect:  # an effect with no lines balances trivially
+            if effect in by_effect:
+                ensure(not imbalances(by_effect[effect]),
+                       f"unbalanced {effect.value} lines in {spec.transfer_id!r}")
         accounts = self._check_accounts(line for line, _ in lines)
         seq = self._seq
         postings: list[Posting] = []

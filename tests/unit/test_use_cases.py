@@ -11,7 +11,13 @@ import pytest
 
 from bank.adapters.clock import FixedClock
 from bank.app import unit
-from bank.app.accounts import AccountSpec, BatchResult, close_account, create_accounts
+from bank.app.accounts import (
+    AccountSpec,
+    BatchResult,
+    ItemResult,
+    close_account,
+    create_accounts,
+)
 from bank.app.approvals import approve
 from bank.app.queries import entries_after, get_account, get_transfer, trial_balance
 from bank.app.transfers import create_transfers, expire_holds
@@ -532,3 +538,17 @@ def test_an_approved_transfer_runs_once_and_the_maker_cannot_approve_it(bank):
         approve(bank.uow, bank.clock, approver, "a2", approval_id)
     assert caught.value.reason == "APPROVAL_ALREADY_DECIDED"
     assert bank.totals("shop").credits_posted == 10**7
+
+
+@pytest.mark.parametrize("message", ["plain", "caf\u00e9 \u2013 \u00a3", "quote \" and \\u00e9",
+                                     "tab\tnewline\ncontrol\x01"])
+def test_a_batch_outcome_hash_from_its_text_is_the_canonical_hash(message: str) -> None:
+    """The group commit hashes a stored outcome from its JSON text; it must be exactly the
+    canonical hash of the parsed outcome, whatever the text holds."""
+    error = FailedPrecondition("EXCEEDS_CREDITS", message, metadata={"account_id": message})
+    result = BatchResult((ItemResult(0, "t-1", None, 1, 1_000),
+                          ItemResult(1, message, error, 2, 1_001)), "")
+    outcome_json = unit.outcome_of(result, None)
+    assert unit.batch_outcome_sha256(outcome_json) == unit.canonical_hash(
+        json.loads(outcome_json))
+
