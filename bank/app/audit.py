@@ -86,9 +86,62 @@ class AuditReport:
             self.problems.append(problem)
 
 
+class _EntryDigests:
+    """The digest each audited operation recorded for each entry, by entry number: 32 bytes
+    per entry in one array (entries are numbered densely from 1 up to the ledger head), so a
+    log of millions of entries is checked in tens of megabytes, not hundreds."""
+
+    SIZE = 32
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit  # entry numbers are 1 .. limit - 1
+        self.digests = bytearray()
+        self.recorded = bytearray()
+        self.seen = bytearray()
+
+    def _grow(self, seq: int) -> None:
+        if seq >= len(self.recorded):
+            more = max(seq + 1, 2 * len(self.recorded)) - len(self.recorded)
+            self.recorded.extend(bytes(more))
+            self.seen.extend(bytes(more))
+            self.digests.extend(bytes(more * self.SIZE))
+
+    def record(self, index: int, seq: Any, digest: Any, report: AuditReport) -> None:
+        if type(seq) is not int or not 1 <= seq < self.limit:
+            report.add(f"audit leaf {index} records entry {seq!r}, outside the ledger's "
+                       f"entries 1 to {self.limit - 1}")
+            return
+        try:
+            raw = bytes.fromhex(digest)
+        except (TypeError, ValueError):
+            raw = b""
+        if len(raw) != self.SIZE:
+            report.add(f"audit leaf {index} records entry {seq} with a malformed digest")
+            return
+        self._grow(seq)
+        if self.recorded[seq]:
+            report.add(f"audit leaf {index} records entry {seq} a second time")
+        self.recorded[seq] = 1
+        self.digests[seq * self.SIZE:(seq + 1) * self.SIZE] = raw
+
+    def get(self, seq: int) -> str | None:
+        """The recorded digest of entry `seq` (None if no operation recorded it); marks the
+        entry as present in the ledger."""
+        if not 0 <= seq < len(self.recorded) or not self.recorded[seq]:
+            return None
+        self.seen[seq] = 1
+        return self.digests[seq * self.SIZE:(seq + 1) * self.SIZE].hex()
+
+    def missing(self) -> Generator[int, None, None]:
+        """Entries recorded by the log and never found in the ledger, in order."""
+        for seq, (recorded, seen) in enumerate(zip(self.recorded, self.seen, strict=True)):
+            if recorded and not seen:
+                yield seq
+
+
 @dataclass
 class _Effects:
-    entries: dict[int, str] = field(default_factory=dict)
+    entries: _EntryDigests
     accounts: dict[str, str] = field(default_factory=dict)
     closed: set[str] = field(default_factory=set)
 
@@ -96,9 +149,7 @@ class _Effects:
         for effect in effects:
             kind, key = effect[0], effect[1]
             if kind == "entry":
-                if key in self.entries:
-                    report.add(f"audit leaf {index} records entry {key} a second time")
-                self.entries[key] = effect[2]
+                self.entries.record(index, key, effect[2], report)
             elif kind == "account":
                 self.accounts[key] = effect[2]
             elif kind == "close":
@@ -106,8 +157,9 @@ class _Effects:
 
 
 def _check_leaves(r: Any, report: AuditReport, checkpoints: list[StoredCheckpoint],
-                  verifiers: list[Verifier], progress: Callable[[str], None] | None) -> _Effects:
-    effects = _Effects()
+                  verifiers: list[Verifier], progress: Callable[[str], None] | None,
+                  entries_limit: int) -> _Effects:
+    effects = _Effects(_EntryDigests(entries_limit))
     builder = RootBuilder()
     by_size: dict[int, list[StoredCheckpoint]] = {}
     for cp in checkpoints:
@@ -162,14 +214,12 @@ def verify_audit(uow: UnitOfWork, verifiers: list[Verifier],
         head = r.head()
         checkpoints = r.checkpoints()
         report.checkpoints = len(checkpoints)
-        effects = _check_leaves(r, report, checkpoints, verifiers, progress)
+        effects = _check_leaves(r, report, checkpoints, verifiers, progress, head.next_seq)
         if head.audit_size != report.leaves:
             report.add(f"the ledger head counts {head.audit_size} audit leaves; the log has "
                        f"{report.leaves}")
-        seen: set[int] = set()
         for entry in r.iter_entries():
             report.entries += 1
-            seen.add(entry.seq)
             audited = effects.entries.get(entry.seq)
             if audited is None:
                 report.add(f"entry {entry.seq} ({entry.transfer_id}) was not produced by any "
@@ -177,7 +227,7 @@ def verify_audit(uow: UnitOfWork, verifiers: list[Verifier],
             elif audited != entry.digest():
                 report.add(f"entry {entry.seq} ({entry.transfer_id}) differs from what its "
                            "audited operation recorded")
-        for seq in sorted(set(effects.entries) - seen):
+        for seq in effects.entries.missing():
             report.add(f"entry {seq} recorded by the audit log is missing from the ledger")
         for account in r.iter_accounts():
             digest = effects.accounts.get(account.account_id)
