@@ -151,7 +151,9 @@ _WRITE_OFF_MOVEMENTS = ("write_off_principal", "write_off_income", "provision_us
 
 def _apply_participation(register: PoolRegister, item: dict[str, Any]) -> list[int]:
     """Apply the pool's lines of one booking of a loan it funds (`bank.domain.pools
-    .participation`, in their order); returns [provision used by a write-off, recovered]."""
+    .participation`, in their order); returns [provision used by a write-off, recovered].
+    A refusal part-way leaves the register part-applied: callers discard the loaded pool (the
+    command rolls back), as they do for every refused event."""
     loan = item["loan"]
     methods: dict[str, Callable[[str, int], None]] = {
         "fund": register.fund_loan, "buy_principal": register.fund_loan,
