@@ -24,6 +24,8 @@ from sqlalchemy import (
     Text,
 )
 
+from bank.domain.pools import participation
+
 metadata = MetaData(naming_convention={
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -457,11 +459,7 @@ Index("ix_pool_statements_participant", pool_statements.c.participant_id,
 POOL_TABLES = ("pools", "pool_events", "pool_periods", "pool_statements")
 
 # Loan participations (migration 0008): each movement of a pool-funded loan, split by funder.
-PARTICIPATION_MOVEMENTS = (
-    "fund", "repay", "write_off_principal", "buy_principal", "sell_principal", "accrue",
-    "reverse_receipt", "receive", "reverse_accrual", "write_off_income", "buy_income",
-    "sell_income", "provide", "release", "provision_used", "recover", "opening_principal",
-    "opening_income", "opening_provisions")
+PARTICIPATION_MOVEMENTS = participation.MOVEMENTS
 loan_participation_lines = Table(
     "loan_participation_lines", metadata,
     Column("loan_id", String(40), ForeignKey("loans.loan_id"), primary_key=True),

@@ -58,10 +58,10 @@ from bank.app.paging import (
 from bank.app.participations import (
     PARTICIPATION_TRANSFER_OPERATION,
     Funding,
-    check_buyer,
     check_funding,
     execute_participation_transfer,
     fix_at_disbursement,
+    plan_transfer,
     propose,
 )
 from bank.app.ports import Clock, Head, LedgerReader, UnitOfWork
@@ -652,24 +652,13 @@ def request_participation_transfer(uow: UnitOfWork, clock: Clock, principal: Pri
                                    ) -> ParticipationTransferRequest:
     """Ask to move `bps` of a loan's funding split from `seller` to `buyer`: stored as an
     approval that a different approver must approve (ApproveOperation then runs
-    `execute_participation_transfer_approved`). Checked now and again when approved: the loan
-    ACTIVE (LOAN_NOT_ACTIVE), the seller funding it (FUNDER_NOT_IN_SPLIT), `bps` within what
-    it holds (INVALID_ARGUMENT PARTICIPATION_BPS_INVALID)."""
+    `execute_participation_transfer_approved`). Checked now and again when approved
+    (`bank.app.participations.plan_transfer`)."""
     payload = {"loan_id": loan_id, "from": seller, "to": buyer, "bps": bps}
     command = Command(PARTICIPATION_TRANSFER_OPERATION, request_id, principal, payload)
 
     def handler(ctx: Context) -> tuple[ParticipationTransferRequest, Head]:
-        loan = _loan(ctx.tx, loan_id)
-        _status_is(loan, (LoanStatus.ACTIVE,), "LOAN_NOT_ACTIVE")
-        funding = Funding.of(loan)
-        shares = dict(funding.split.shares_bps) if funding.split else {"bank": 10_000}
-        if seller not in shares:
-            raise FailedPrecondition("FUNDER_NOT_IN_SPLIT", f"{seller} does not fund loan "
-                                     f"{loan_id!r}", metadata={"loan": f"loans/{loan_id}"})
-        if not 1 <= bps <= shares[seller]:
-            raise invalid("bps", f"must be from 1 to the {shares[seller]} bps {seller} holds",
-                          reason="PARTICIPATION_BPS_INVALID")
-        check_buyer(ctx.tx, loan, buyer)
+        plan_transfer(ctx.tx, _loan(ctx.tx, loan_id), seller, buyer, bps)  # refuse early
         approval_id = request_approval(ctx, payload, f"{PARTICIPATION_TRANSFER_OPERATION} "
                                        f"moves {bps} bps of loans/{loan_id} from {seller} to "
                                        f"{buyer}: it needs a second approver")

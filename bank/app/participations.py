@@ -42,7 +42,6 @@ from bank.domain.pools.participation import (
     Share,
     holdings_of,
     movements,
-    pool_funder,
     pool_of,
     split_booking,
     transfer,
@@ -288,44 +287,63 @@ def _store(ctx: Context, rows: Sequence[ParticipationLine]) -> None:
 
 
 # -- participation transfers --------------------------------------------------------------------
-def execute_participation_transfer(ctx: Context, clock: Clock, loan: LoanRecord, seller: str,
-                                   buyer: str, bps: int, on: date
-                                   ) -> tuple[LoanRecord, Head]:
-    """Move `bps` of the loan's split from `seller` to `buyer` (see the module docstring), in
-    the approval's transaction. Raises LOAN_NOT_ACTIVE, FUNDER_NOT_IN_SPLIT, the transfer's
-    `InvalidArgument`s, the buyer pool's limits and its cash (INSUFFICIENT_POOL_CASH)."""
+@dataclass(frozen=True, slots=True)
+class _Transfer:
+    funding: Funding
+    split: FundingSplit
+    lines: list[Line]
+    after: dict[str, Share]
+
+
+def plan_transfer(tx: Any, loan: LoanRecord, seller: str, buyer: str, bps: int) -> _Transfer:
+    """What moving `bps` of the loan's split from `seller` to `buyer` would do; writes
+    nothing. Checked when a transfer is asked for and again when it runs: the loan ACTIVE
+    (LOAN_NOT_ACTIVE), the seller a funder (FUNDER_NOT_IN_SPLIT), the transfer's own
+    `InvalidArgument`s (PARTICIPATION_BPS_INVALID, PARTICIPATION_SAME_FUNDER), a buyer pool
+    that exists in the loan's currency (POOL_NOT_FOUND, CURRENCY_MISMATCH)."""
     if loan.status is not LoanStatus.ACTIVE:
         raise FailedPrecondition("LOAN_NOT_ACTIVE", f"loan {loan.loan_id!r} is "
                                  f"{loan.status.value}: only an active loan's participation "
                                  "can be transferred", metadata={"loan": f"loans/{loan.loan_id}"})
     funding = Funding.of(loan)
     split = funding.split or FundingSplit(((BANK, 10_000),))
-    opening = [] if funding.split else _bank_alone(ctx, loan)
-    holdings = holdings_of(opening, funding.holdings)
     if seller not in split.parties:
         raise FailedPrecondition("FUNDER_NOT_IN_SPLIT", f"{seller} does not fund loan "
                                  f"{loan.loan_id!r}", metadata={"loan": f"loans/{loan.loan_id}"})
-    new_split, moved, after = transfer(split, holdings, seller, buyer, bps)
-    lines = [*opening, *moved]
+    opening = [] if funding.split else _bank_alone(tx, loan)
+    new_split, moved, after = transfer(split, holdings_of(opening, funding.holdings), seller,
+                                       buyer, bps)
+    check_buyer(tx, loan, buyer)
+    return _Transfer(funding, new_split, [*opening, *moved], after)
+
+
+def execute_participation_transfer(ctx: Context, clock: Clock, loan: LoanRecord, seller: str,
+                                   buyer: str, bps: int, on: date
+                                   ) -> tuple[LoanRecord, Head]:
+    """Move `bps` of the loan's split from `seller` to `buyer` (see the module docstring), in
+    the approval's transaction. Raises what `plan_transfer` raises, then the buyer pool's
+    reserve and limits (`check_pool_part`) and its cash (INSUFFICIENT_POOL_CASH)."""
+    plan = plan_transfer(ctx.tx, loan, seller, buyer, bps)
+    funding, lines = plan.funding, plan.lines
     buyer_pool = pool_of(buyer)
     if buyer_pool is not None:
         bought = next((x.amount_minor for x in lines if x.movement == "buy_principal"), 0)
         check_pool_part(ctx.tx, loan, _pool(ctx.tx, loan, buyer_pool, {}), bought,
-                        funding.sector, holds=buyer in holdings)
+                        funding.sector, holds=buyer in funding.holdings)
     version = funding.version + 1
     transfer_id = f"loan:{loan.loan_id}:participation:{version}"
     items: dict[tuple[str, date], list[dict[str, Any]]] = {}
-    _pool_items(ctx, items, loan, transfer_id, on, funding, new_split, lines)
+    _pool_items(ctx, items, loan, transfer_id, on, funding, plan.split, lines)
     head = _post_pool_items(ctx, clock, items)
     _store(ctx, _rows(ctx, loan.loan_id, transfer_id, on, funding, lines, version))
-    changed = replace(funding, split=new_split, version=version, since=on, holdings=after,
-                      lines=funding.lines + len(lines))
+    changed = replace(funding, split=plan.split, version=version, since=on,
+                      holdings=plan.after, lines=funding.lines + len(lines))
     return replace(loan, funding_json=changed.to_json()), head
 
 
-def _bank_alone(ctx: Context, loan: LoanRecord) -> list[Line]:
+def _bank_alone(tx: Any, loan: LoanRecord) -> list[Line]:
     """The opening lines of a loan the bank has funded alone: all of it, as booked."""
-    booked = loan_writer(ctx.tx).booked(loan.loan_id)
+    booked = loan_writer(tx).booked(loan.loan_id)
     if booked is None:
         raise NotFound("LOAN_NOT_BOOKED", f"loan {loan.loan_id!r} has nothing booked")
     b = booked.buckets
@@ -349,7 +367,19 @@ def check_transfer_parties(seller: str, buyer: str) -> None:
     _check_funder(buyer, "to_funder")
 
 
-__all__ = ["BANK", "PARTICIPATION_TRANSFER_OPERATION", "Funding", "Moved", "check_funding",
-           "check_sector", "check_transfer_parties", "execute_participation_transfer",
-           "fix_at_disbursement", "parse_funding", "participate", "pool_funder", "propose",
-           "split_text"]
+__all__ = [
+    "BANK",
+    "PARTICIPATION_TRANSFER_OPERATION",
+    "Funding",
+    "Moved",
+    "check_funding",
+    "check_sector",
+    "check_transfer_parties",
+    "execute_participation_transfer",
+    "fix_at_disbursement",
+    "parse_funding",
+    "participate",
+    "plan_transfer",
+    "propose",
+    "split_text",
+]

@@ -1,11 +1,12 @@
 """Concentration limits of a lending pool: single borrower (or connected group), sector and
 council area, as a share of the pool's capital.
 
-`check_concentration` is what lending calls at approval and at disbursement (inside its own
-command's transaction, before it writes anything); PoolService applies it when the pool funds a
-loan (`RecordLoanEvent` FUND). A breach is `FailedPrecondition` CONCENTRATION_LIMIT_EXCEEDED
-whose metadata names the limit first (`single_borrower`, `sector` or `council_area`), then the
-pool, the limit and the exposure in minor units.
+`check_concentration` is what lending calls at approval, at disbursement and for a
+participation transfer's buyer (`bank.app.participations.check_pool_part`, inside the command's
+transaction, before it writes anything); PoolService applies it when the pool funds a loan
+recorded by hand (`RecordLoanEvent` FUND). A breach is `FailedPrecondition`
+CONCENTRATION_LIMIT_EXCEEDED whose metadata names the limit first (`single_borrower`,
+`sector` or `council_area`), then the pool, the limit and the exposure in minor units.
 
 Exposure is the pool's principal in the loans of the same borrower (members of one connected
 group count as one borrower), sector or council area, plus the amount about to be lent. The
@@ -16,8 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bank.app.pool_ports import pool_store
-from bank.app.pools import LoadedPool, load
+from bank.app.pools import LoadedPool
 from bank.domain.errors import FailedPrecondition
 from bank.domain.pools.split import BPS_TOTAL
 
@@ -82,12 +82,3 @@ def check_concentration(pool: LoadedPool, loan_id: str, amount_minor: int,
                 f"{exposure}", metadata={"limit": name, "pool": f"pools/{pool.terms.pool_id}",
                                          "limit_minor": str(limit),
                                          "exposure_minor": str(exposure), "key": key})
-
-
-def check_concentration_in(tx: Any, pool_id: str, loan_id: str, amount_minor: int,
-                           member_id: str, sector: str = "") -> None:
-    """`check_concentration` for callers holding only a transaction (the loans use cases):
-    loads the pool and the borrower's facts. Raises `NotFound` POOL_NOT_FOUND or
-    `FailedPrecondition` CONCENTRATION_LIMIT_EXCEEDED."""
-    pool = load(pool_store(tx), pool_id)
-    check_concentration(pool, loan_id, amount_minor, borrower_facts(tx, member_id, sector))

@@ -181,7 +181,10 @@ def test_a_pool_funded_loan_splits_every_movement_for_its_whole_life(uow, clock,
         request_id=request_id(), name="loans/l1", amount=gbp(instalment)))
     moved = _by_movement(_lines(channel), paid.transfer)
     assert sum(moved["repay"].values()) == minor(view.schedule[0].principal)
-    assert sum(moved["receive"].values()) + sum(moved.get("accrue", {}).values()) >= 0
+    # Interest received goes to both funders, each within a penny a day of its 80/20 share.
+    received = moved["receive"]
+    assert set(received) == {"bank", "pools/lancs"}
+    assert abs(received["pools/lancs"] - sum(received.values()) * 0.8) <= 31
     check(uow, channel)
 
     # Missed instalments, then a backdated repayment: the replay moves lines both ways.
@@ -252,9 +255,12 @@ def test_a_participation_transfer_is_approved_by_a_second_person_and_moves_the_s
     assert held["pools/lancs"].income_minor + held["bank"].income_minor == receivable
     moved = _by_movement(_lines(channel), "participation/l1/1")
     assert moved["buy_principal"]["pools/lancs"] == moved["sell_principal"]["bank"]
-    # Later movements follow the new split.
+    # Later movements follow the new split (version 1: the transfer gave this loan its first).
     _cob(channel, "2026-01-31")
-    held = check(uow, channel)
+    check(uow, channel)
+    accrued = [x for x in _lines(channel) if x.movement == "accrue"]
+    assert accrued and {(x.funder, x.bps, x.split_version) for x in accrued} == {
+        ("bank", 2_500, 1), ("pools/lancs", 7_500, 1)}
     # Too many bps is refused, and nothing is asked.
     error = refused(lambda: officer.TransferParticipation(lpb.TransferParticipationRequest(
         request_id=request_id(), name="loans/l1", from_funder="pools/lancs",

@@ -57,10 +57,6 @@ _EFFECT: dict[str, tuple[str, int]] = {
 MOVEMENTS = tuple(_EFFECT)
 
 
-def pool_funder(pool_id: str) -> str:
-    return POOL_PREFIX + pool_id
-
-
 def pool_of(funder: str) -> str | None:
     """The pool id of a `pools/<id>` funder; None for the bank."""
     return funder[len(POOL_PREFIX):] if funder.startswith(POOL_PREFIX) else None
