@@ -58,9 +58,15 @@ class Totals:
     credits_pending: int = 0
 
     def __post_init__(self) -> None:
-        for value in (self.debits_posted, self.credits_posted, self.debits_pending,
-                      self.credits_pending):
-            ensure(0 <= value <= TOTAL_MINOR_MAX, f"account total out of range: {value}")
+        # One comparison chain in the common case: the posting engine makes a Totals for every
+        # line it applies, and every account read makes one.
+        if not (0 <= self.debits_posted <= TOTAL_MINOR_MAX
+                and 0 <= self.credits_posted <= TOTAL_MINOR_MAX
+                and 0 <= self.debits_pending <= TOTAL_MINOR_MAX
+                and 0 <= self.credits_pending <= TOTAL_MINOR_MAX):
+            for value in (self.debits_posted, self.credits_posted, self.debits_pending,
+                          self.credits_pending):
+                ensure(0 <= value <= TOTAL_MINOR_MAX, f"account total out of range: {value}")
 
     def balance(self, normal_side: Side) -> int:
         """Posted balance on the account's normal side (may be negative)."""
