@@ -171,6 +171,33 @@ def test_a_posting_cannot_be_added_to_an_entry_already_recorded(ledger):
             match="postings of a recorded entry are closed")
 
 
+def test_one_unbalanced_entry_among_many_inserted_at_once_refuses_them_all(ledger):
+    """The adapter writes a batch's entries with one statement (COPY on PostgreSQL, where the
+    guard checks the whole statement at once): entry 4 does not balance, so neither 3 nor 4
+    is recorded."""
+    statements = [POSTING_SQL.format(idx=i, account=a, side=s, amount=n, effect="post",
+                                     currency="GBP").replace("VALUES (3,", f"VALUES ({seq},")
+                  for seq, i, a, s, n in [(3, 0, "cash", "D", 5), (3, 1, "shop", "C", 5),
+                                          (4, 0, "cash", "D", 5), (4, 1, "shop", "C", 4)]]
+    statements.append(ENTRY_SQL.format(count=2).replace(
+        "VALUES (3, 'by-hand', 'posted', :ns,",
+        "VALUES (3, 'by-hand', 'posted', :ns, :day, NULL, NULL, 0, '', '[]', 'f', 'r', 2), "
+        "(4, 'by-hand-2', 'posted', :ns + 1,"))
+    before = {table: rows(ledger, table) for table in ("entries", "postings")}
+    with pytest.raises(DBAPIError) as caught:
+        run_block(ledger, ";".join(statements))
+    assert "balance" in str(caught.value.orig)
+    assert {table: rows(ledger, table) for table in ("entries", "postings")} == before
+
+
+def test_postings_inserted_at_once_are_refused_whole_if_one_joins_a_recorded_entry(ledger):
+    block = hand_entry([("cash", "D", 999, "post"), ("shop", "C", 999, "post")])
+    first, second = block.split(";")[:2]
+    joins_entry_1 = second.replace("VALUES (3, 1,", "VALUES (1, 2,")
+    values = joins_entry_1[joins_entry_1.index("VALUES") + len("VALUES"):]
+    refused(ledger, f"{first}, {values}", match="postings of a recorded entry are closed")
+
+
 @pytest.mark.parametrize("amount", [0, -5])
 def test_a_posting_amount_must_be_positive(ledger, amount):
     block = hand_entry([("cash", "D", amount, "post"), ("shop", "C", amount, "post")])
