@@ -39,7 +39,6 @@ from bank.domain.entries import (
     PostingLine,
     TransferKind,
     TransferSpec,
-    imbalances,
 )
 from bank.domain.errors import AlreadyExists, FailedPrecondition, LedgerError, NotFound
 from bank.domain.invariants import ensure
@@ -286,13 +285,16 @@ class BatchPosting:
     def _record(self, spec: TransferSpec, fingerprint: str,
                 lines: list[tuple[PostingLine, Effect]], pending: JournalEntry | None,
                 expires_ns: int) -> JournalEntry:
-        by_effect: dict[Effect, list[tuple[Side, int, str]]] = {}
+        # Per effect and currency, debits minus credits must be zero (an effect with no lines
+        # balances trivially).
+        net: dict[tuple[Effect, str], int] = {}
         for line, e in lines:
-            by_effect.setdefault(e, []).append((line.side, line.amount, line.currency))
-        for effect in Effect:  # an effect with no lines balances trivially
-            if effect in by_effect:
-                ensure(not imbalances(by_effect[effect]),
-                       f"unbalanced {effect.value} lines in {spec.transfer_id!r}")
+            key = (e, line.currency)
+            net[key] = net.get(key, 0) + (line.amount if line.side is Side.DEBIT
+                                          else -line.amount)
+        if any(net.values()):
+            unbalanced = sorted({e.value for (e, _), n in net.items() if n})
+            ensure(False, f"unbalanced {', '.join(unbalanced)} lines in {spec.transfer_id!r}")
         accounts = self._check_accounts(line for line, _ in lines)
         seq = self._seq
         postings: list[Posting] = []

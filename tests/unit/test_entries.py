@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bank.domain.accounts import Side
+from bank.domain.accounts import Side, Totals
 from bank.domain.entries import (
+    Effect,
+    JournalEntry,
+    Posting,
     PostingLine,
     TransferKind,
     TransferSpec,
+    canonical_hash,
     imbalances,
     validate_specs,
 )
 from bank.domain.errors import InvalidArgument
-from bank.domain.limits import AMOUNT_MINOR_MAX, POSTINGS_PER_ENTRY_MAX
+from bank.domain.limits import AMOUNT_MINOR_MAX, POSTINGS_PER_ENTRY_MAX, TOTAL_MINOR_MAX
 
 D, C = Side.DEBIT, Side.CREDIT
 
@@ -187,3 +194,37 @@ def test_the_fingerprint_ignores_the_order_of_metadata():
     a = posted(metadata=(("a", "1"), ("b", "2")))
     b = posted(metadata=(("b", "2"), ("a", "1")))
     assert a.fingerprint() == b.fingerprint()
+
+
+# -- the canonical form an entry's audit digest commits to -----------------------------------------
+
+_text = st.text(max_size=12)  # quotes, backslashes, control characters, non-ASCII
+_totals = st.builds(Totals, *[st.integers(0, TOTAL_MINOR_MAX)] * 4)
+
+
+@st.composite
+def _entries(draw: st.DrawFn) -> JournalEntry:
+    seq = draw(st.integers(1, 2**62))
+    postings = tuple(
+        Posting(seq, i, draw(_text), draw(st.sampled_from(Side)), draw(st.integers(1, 2**62)),
+                draw(_text), draw(st.sampled_from(Effect)), draw(_totals))
+        for i in range(draw(st.integers(0, 4))))
+    return JournalEntry(
+        seq=seq, transfer_id=draw(_text), kind=draw(st.sampled_from(TransferKind)),
+        recorded_ns=draw(st.integers(0, 2**63 - 1)),
+        effective_date=draw(st.dates()), postings=postings,
+        pending_id=draw(st.none() | _text), reverses_id=draw(st.none() | _text),
+        expires_ns=draw(st.integers(0, 2**63 - 1)), description=draw(_text),
+        metadata=tuple(draw(st.lists(st.tuples(_text, _text), max_size=3))),
+        fingerprint=draw(_text), request_id=draw(_text))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_entries())
+def test_an_entrys_canonical_json_is_json_dumps_of_its_canonical_form(entry):
+    """The digest's hand-written JSON must be byte for byte what `canonical_hash` hashes (and
+    what exports and the offline verifier recompute from `canonical()`)."""
+    expected = json.dumps(entry.canonical(), sort_keys=True, separators=(",", ":"),
+                          ensure_ascii=False)
+    assert entry.canonical_json() == expected
+    assert entry.digest() == canonical_hash(entry.canonical())
