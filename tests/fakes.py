@@ -11,6 +11,7 @@ All stored values are frozen dataclasses, so a shallow copy of each dict is a fu
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
@@ -184,6 +185,11 @@ class InMemoryLedger:
     def iter_postings(self) -> Iterator[Posting]:
         for e in self._ordered():
             yield from e.postings
+
+    def entries_out_of_time_order(self, limit: int) -> list[int]:
+        ordered = self._ordered()
+        return [b.seq for a, b in itertools.pairwise(ordered)
+                if b.recorded_ns <= a.recorded_ns][:limit]
 
     def iter_entries(self) -> Iterator[JournalEntry]:
         yield from self._ordered()

@@ -581,10 +581,17 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
             p.account_id == account_id, p.effect == "post",
             # A row comparison, so both databases seek the index to the page's start.
             tuple_(p.entry_seq, p.idx) > tuple_(literal(after_seq), literal(after_index)))
+        # A time window is a window of positions (recorded times increase with positions), so
+        # the walk of ix_postings_statement starts and stops at its edges.
         if from_ns is not None:
-            query = query.where(p.recorded_ns >= from_ns)
+            first = self._first_seq_at_or_after(from_ns)
+            if first is None:
+                return []
+            query = query.where(p.entry_seq >= first)
         if to_ns is not None:
-            query = query.where(p.recorded_ns < to_ns)
+            end = self._first_seq_at_or_after(to_ns)
+            if end is not None:
+                query = query.where(p.entry_seq < end)
         rows = list(self.conn.execute(query.order_by(p.entry_seq, p.idx).limit(limit)))
         headers = {row.seq: row for row in self.conn.execute(
             select(t.entries).where(t.entries.c.seq.in_({r.entry_seq for r in rows})))}
@@ -615,11 +622,35 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
             result.close()
 
     def totals_as_of(self, account_id: str, as_of_ns: int) -> Totals:
-        p = t.postings.c
-        row = self.conn.execute(
-            select(t.postings).where(p.account_id == account_id, p.recorded_ns <= as_of_ns)
-            .order_by(p.recorded_ns.desc(), p.idx.desc()).limit(1)).one_or_none()
-        return _posting(row).totals_after if row is not None else Totals()
+        """The totals after the account's last posting recorded at or before `as_of_ns`.
+
+        Recorded times increase with entry positions (the engine gives each entry the next
+        position and a later time, under the head lock), so that is the account's last posting
+        at or before the last position recorded by then: one probe of ix_postings_statement
+        per effect, each a seek to the end of a range.
+        """
+        e, p = t.entries.c, t.postings.c
+        last = self.conn.execute(
+            select(e.seq).where(e.recorded_ns <= as_of_ns)
+            .order_by(e.recorded_ns.desc()).limit(1)).scalar_one_or_none()
+        if last is None:
+            return Totals()
+        rows = [self.conn.execute(
+            select(t.postings).where(p.account_id == account_id, p.effect == effect.value,
+                                     p.entry_seq <= last)
+            .order_by(p.entry_seq.desc(), p.idx.desc()).limit(1)).one_or_none()
+            for effect in Effect]
+        latest = max((r for r in rows if r is not None), key=lambda r: (r.entry_seq, r.idx),
+                     default=None)
+        return _posting(latest).totals_after if latest is not None else Totals()
+
+    def _first_seq_at_or_after(self, at_ns: int) -> int | None:
+        """The position of the first entry recorded at or after `at_ns` (uq_entries_recorded_ns)."""
+        e = t.entries.c
+        seq: int | None = self.conn.execute(
+            select(e.seq).where(e.recorded_ns >= at_ns)
+            .order_by(e.recorded_ns).limit(1)).scalar_one_or_none()
+        return seq
 
     def trial_balance(self) -> list[tuple[str, str, int, int]]:
         # Summed in Python: SQLite's SUM() fails on int64 overflow, and the sum over many
@@ -697,6 +728,14 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
             select(t.postings).order_by(t.postings.c.entry_seq, t.postings.c.idx))
         for row in result:
             yield _posting(row)
+
+    def entries_out_of_time_order(self, limit: int) -> list[int]:
+        e = t.entries
+        before = e.alias("before")
+        return list(self.conn.execute(
+            select(e.c.seq).join(before, before.c.seq == e.c.seq - 1)
+            .where(e.c.recorded_ns <= before.c.recorded_ns)
+            .order_by(e.c.seq).limit(limit)).scalars())
 
 
 def _approval(row: Row[Any]) -> tuple[Approval, Decision | None]:

@@ -155,6 +155,11 @@ class LedgerReader(Protocol):
         """Every posting in recording order (for the ledger self-check)."""
         ...
 
+    def entries_out_of_time_order(self, limit: int) -> list[int]:
+        """Positions (up to `limit`) whose entry is not recorded strictly after the entry just
+        before it: none in a sound ledger (balance-as-of and statement windows rely on it)."""
+        ...
+
     def iter_accounts(self) -> Iterator[Account]: ...
 
     def iter_entries(self) -> Iterator[JournalEntry]:
