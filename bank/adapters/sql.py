@@ -443,19 +443,20 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
     def insert_entries(self, entries: Sequence[JournalEntry]) -> None:
         if not entries:
             return
-        # Postings first: the entry's insert trigger checks that its postings balance.
+        # Postings first: the entry's insert trigger checks that its postings balance. (Enum
+        # `_value_` rather than `.value` in these per-row loops: a plain attribute, no descriptor.)
         if self.is_postgres:
             self._copy_entries(entries)
             return
         # SQLite: the driver's executemany with plain tuples, the same values SQLAlchemy would
         # bind (its Date type stores ISO 8601 text), without its per-row parameter processing.
         self._raw_executemany(_SQLITE_INSERT_POSTINGS, [
-            (p.entry_seq, p.index, p.account_id, p.side.value, p.amount, p.currency,
-             p.effect.value, e.recorded_ns, p.totals_after.debits_posted,
+            (p.entry_seq, p.index, p.account_id, p.side._value_, p.amount, p.currency,
+             p.effect._value_, e.recorded_ns, p.totals_after.debits_posted,
              p.totals_after.credits_posted, p.totals_after.debits_pending,
              p.totals_after.credits_pending) for e in entries for p in e.postings])
         self._raw_executemany(_SQLITE_INSERT_ENTRIES, [
-            (e.seq, e.transfer_id, e.kind.value, e.recorded_ns, e.effective_date.isoformat(),
+            (e.seq, e.transfer_id, e.kind._value_, e.recorded_ns, e.effective_date.isoformat(),
              e.pending_id, e.reverses_id, e.expires_ns, e.description,
              _metadata_json(e.metadata), e.fingerprint, e.request_id,
              len(e.postings)) for e in entries])
@@ -512,13 +513,13 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
                     for p in e.postings:
                         after = p.totals_after
                         copy.write_row((
-                            p.entry_seq, p.index, p.account_id, p.side.value, p.amount,
-                            p.currency, p.effect.value, e.recorded_ns, after.debits_posted,
+                            p.entry_seq, p.index, p.account_id, p.side._value_, p.amount,
+                            p.currency, p.effect._value_, e.recorded_ns, after.debits_posted,
                             after.credits_posted, after.debits_pending, after.credits_pending))
             with cursor.copy(_COPY_ENTRIES) as copy:
                 for e in entries:
                     copy.write_row((
-                        e.seq, e.transfer_id, e.kind.value, e.recorded_ns, e.effective_date,
+                        e.seq, e.transfer_id, e.kind._value_, e.recorded_ns, e.effective_date,
                         e.pending_id, e.reverses_id, e.expires_ns, e.description,
                         _metadata_json(e.metadata), e.fingerprint,
                         e.request_id, len(e.postings)))

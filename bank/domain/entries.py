@@ -110,8 +110,9 @@ class TransferSpec:
     def _body(self) -> dict[str, Any]:
         body = {
             "id": self.transfer_id,
-            "kind": self.kind.value,
-            "postings": [[p.account_id, p.side.value, p.amount, p.currency] for p in self.postings],
+            "kind": self.kind._value_,
+            "postings": [[p.account_id, p.side._value_, p.amount, p.currency]
+                         for p in self.postings],
             "pending": self.pending_id,
             "reverses": self.reverses_id,
             "date": self.effective_date.isoformat() if self.effective_date else None,
@@ -180,19 +181,20 @@ class JournalEntry:
         """`canonical()` in canonical JSON (what `canonical_hash` hashes), written directly:
         every command hashes each entry it records, and building the dict for `json.dumps`
         cost twice this. Keys in sorted order; strings through json's own encoder; the enum
-        values and the ISO date need no escaping. A property test holds it to `json.dumps`."""
+        values and the ISO date need no escaping. A property test holds it to `json.dumps`.
+        (`_value_`, the enum's documented attribute behind `.value`, skips the descriptor.)"""
         s = _json_string
         metadata = ",".join(f"[{s(k)},{s(v)}]" for k, v in self.metadata)
         postings = ",".join(
-            f'[{p.index},{s(p.account_id)},"{p.side.value}",{p.amount},{s(p.currency)},'
-            f'"{p.effect.value}",{t.debits_posted},{t.credits_posted},{t.debits_pending},'
+            f'[{p.index},{s(p.account_id)},"{p.side._value_}",{p.amount},{s(p.currency)},'
+            f'"{p.effect._value_}",{t.debits_posted},{t.credits_posted},{t.debits_pending},'
             f"{t.credits_pending}]"
             for p in self.postings for t in (p.totals_after,))
         return (
             f'{{"description":{s(self.description)},'
             f'"effective_date":"{self.effective_date.isoformat()}",'
             f'"expires_ns":{self.expires_ns},"fingerprint":{s(self.fingerprint)},'
-            f'"kind":"{self.kind.value}","metadata":[{metadata}],'
+            f'"kind":"{self.kind._value_}","metadata":[{metadata}],'
             f'"pending_id":{_json_optional(self.pending_id)},"position":{self.seq},'
             f'"postings":[{postings}],"recorded_ns":{self.recorded_ns},'
             f'"request_id":{s(self.request_id)},'
