@@ -87,8 +87,23 @@ class TransferSpec:
         """SHA-256 of the canonical content: the same transfer id must always mean this.
         Computed once per spec (the command's fingerprint and the engine both need it)."""
         if not self._fingerprint:
-            object.__setattr__(self, "_fingerprint", canonical_hash(self._body()))
+            digest = hashlib.sha256(self._canonical_json().encode("utf-8")).hexdigest()
+            object.__setattr__(self, "_fingerprint", digest)
         return self._fingerprint
+
+    def _canonical_json(self) -> str:
+        """`_body()` in canonical JSON (what `canonical_hash` hashes), written directly as
+        `JournalEntry.canonical_json` is; a property test holds it to `json.dumps`."""
+        s = _json_string
+        metadata = ",".join(f"[{s(k)},{s(v)}]" for k, v in sorted(self.metadata))
+        postings = ",".join(f'[{s(p.account_id)},"{p.side._value_}",{p.amount},{s(p.currency)}]'
+                            for p in self.postings)
+        day = f'"{self.effective_date.isoformat()}"' if self.effective_date else "null"
+        return (f'{{"date":{day},"description":{s(self.description)},'
+                f'"id":{s(self.transfer_id)},"kind":"{self.kind._value_}",'
+                f'"metadata":[{metadata}],"pending":{_json_optional(self.pending_id)},'
+                f'"postings":[{postings}],"reverses":{_json_optional(self.reverses_id)},'
+                f'"timeout":{self.timeout_seconds}}}')
 
     def to_json(self) -> dict[str, object]:
         """Everything needed to rebuild this spec exactly (for commands awaiting approval)."""
