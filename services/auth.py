@@ -126,10 +126,26 @@ class CertificateResolver:
         return principal
 
 
+_HEADER_PRINCIPALS: dict[str, Principal] = {}  # header value -> its principal (valid ones)
+HEADER_PRINCIPALS_MAX = 4_096
+
+
+def _header_principal(value: str) -> Principal:
+    """`principal_from_header`, remembered: callers send the same few values on every call.
+    Only valid values are kept (a refused one is parsed, and refused, every time)."""
+    principal = _HEADER_PRINCIPALS.get(value)
+    if principal is None:
+        principal = principal_from_header(value)
+        if len(_HEADER_PRINCIPALS) >= HEADER_PRINCIPALS_MAX:
+            _HEADER_PRINCIPALS.clear()
+        _HEADER_PRINCIPALS[value] = principal
+    return principal
+
+
 def dev_header_resolver(context: grpc.ServicerContext) -> Principal:
     for key, value in context.invocation_metadata():
         if key == PRINCIPAL_HEADER:
-            return principal_from_header(str(value))
+            return _header_principal(str(value))
     raise Unauthenticated("NO_PRINCIPAL", "no identity: present a client certificate (or, on a "
                           f"loopback development server, the {PRINCIPAL_HEADER} header)")
 

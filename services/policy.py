@@ -251,8 +251,8 @@ POLICY: dict[str, Rule] = {
 def authorise(method: str, principal: Principal, request: Any, directory: Directory) -> None:
     """Raise `PermissionDenied` unless the policy lets `principal` make this call."""
     rule = POLICY.get(method)
-    short = method.rsplit("/", 1)[-1]
     if rule is None or not rule.allows(principal, request, directory):
+        short = method.rsplit("/", 1)[-1]
         in_scope = rule is not None and any(principal.role is r for r, _ in rule.scoped)
         raise PermissionDenied(
             "OUT_OF_SCOPE" if in_scope else "ROLE_NOT_ALLOWED",
