@@ -28,6 +28,7 @@ from sqlalchemy import (
     insert,
     literal,
     select,
+    text,
     tuple_,
     update,
 )
@@ -220,6 +221,19 @@ _ACCOUNTS_BY_ID = ("SELECT " + ", ".join(c.name for c in _ACCOUNT_COLUMNS)
                    + " FROM accounts WHERE account_id {keys}")
 # Which of a list of keys (transfer_id, pending_id or reverses_id) some entry has.
 _KEY_PRESENT = "SELECT {column} FROM entries WHERE {column} {{keys}}"
+_LAST_OF_EFFECT = (
+    "SELECT * FROM (SELECT entry_seq, idx, debits_posted_after, credits_posted_after, "
+    "debits_pending_after, credits_pending_after FROM postings "
+    "WHERE account_id = :account AND effect = '{effect}' AND entry_seq <= (SELECT seq FROM "
+    "entries WHERE recorded_ns <= :at ORDER BY recorded_ns DESC LIMIT 1) "
+    "ORDER BY entry_seq DESC, idx DESC LIMIT 1) AS last_{effect}")
+# `totals_as_of`: the account's last posting of each effect up to the last position recorded
+# by then, and of those three the last.
+_TOTALS_AS_OF = text(
+    "SELECT debits_posted_after, credits_posted_after, debits_pending_after, "
+    "credits_pending_after FROM ("
+    + " UNION ALL ".join(_LAST_OF_EFFECT.format(effect=e.value) for e in Effect)
+    + ") AS last_lines ORDER BY entry_seq DESC, idx DESC LIMIT 1")
 _ACCOUNT_TYPES = {k.value: k for k in AccountType}
 _OWNER_KINDS = {k.value: k for k in OwnerKind}
 _ACCOUNT_STATUSES = {k.value: k for k in AccountStatus}
@@ -627,23 +641,11 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
 
         Recorded times increase with entry positions (the engine gives each entry the next
         position and a later time, under the head lock), so that is the account's last posting
-        at or before the last position recorded by then: one probe of ix_postings_statement
-        per effect, each a seek to the end of a range.
+        at or before the last position recorded by then (uq_entries_recorded_ns): one seek of
+        ix_postings_statement per effect, the three in one statement.
         """
-        e, p = t.entries.c, t.postings.c
-        last = self.conn.execute(
-            select(e.seq).where(e.recorded_ns <= as_of_ns)
-            .order_by(e.recorded_ns.desc()).limit(1)).scalar_one_or_none()
-        if last is None:
-            return Totals()
-        rows = [self.conn.execute(
-            select(t.postings).where(p.account_id == account_id, p.effect == effect.value,
-                                     p.entry_seq <= last)
-            .order_by(p.entry_seq.desc(), p.idx.desc()).limit(1)).one_or_none()
-            for effect in Effect]
-        latest = max((r for r in rows if r is not None), key=lambda r: (r.entry_seq, r.idx),
-                     default=None)
-        return _posting(latest).totals_after if latest is not None else Totals()
+        row = self.conn.execute(_TOTALS_AS_OF, {"account": account_id, "at": as_of_ns}).first()
+        return Totals(*row) if row is not None else Totals()
 
     def _first_seq_at_or_after(self, at_ns: int) -> int | None:
         """The position of the first entry recorded at or after `at_ns` (uq_entries_recorded_ns)."""
