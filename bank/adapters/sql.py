@@ -15,6 +15,7 @@ import json
 import logging
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import date
 from typing import Any
 
 from sqlalchemy import (
@@ -26,10 +27,8 @@ from sqlalchemy import (
     event,
     func,
     insert,
-    literal,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.engine import Row
@@ -234,6 +233,28 @@ _TOTALS_AS_OF = text(
     "credits_pending_after FROM ("
     + " UNION ALL ".join(_LAST_OF_EFFECT.format(effect=e.value) for e in Effect)
     + ") AS last_lines ORDER BY entry_seq DESC, idx DESC LIMIT 1")
+_STATEMENT_COLUMNS = (
+    "p.entry_seq, p.idx, p.account_id, p.side, p.amount, p.currency, p.debits_posted_after, "
+    "p.credits_posted_after, p.debits_pending_after, p.credits_pending_after, e.transfer_id, "
+    "e.kind, e.recorded_ns, e.effective_date, e.pending_id, e.reverses_id, e.expires_ns, "
+    "e.description, e.metadata_json, e.fingerprint, e.request_id")
+
+
+def _statement_page(first: bool, end: bool) -> Any:
+    """A statement page: the account's posted lines after a position, each with its entry, in
+    one statement (a row comparison, so both databases seek ix_postings_statement to the
+    page's start), within a window of positions when asked."""
+    return text(
+        f"SELECT {_STATEMENT_COLUMNS} FROM postings p JOIN entries e ON e.seq = p.entry_seq "
+        "WHERE p.account_id = :account AND p.effect = 'post' "
+        "AND (p.entry_seq, p.idx) > (:after_seq, :after_index)"
+        + (" AND p.entry_seq >= :first" if first else "")
+        + (" AND p.entry_seq < :end" if end else "")
+        + " ORDER BY p.entry_seq, p.idx LIMIT :limit")
+
+
+_STATEMENT_PAGES = {(first, end): _statement_page(first, end)
+                    for first in (False, True) for end in (False, True)}
 _ACCOUNT_TYPES = {k.value: k for k in AccountType}
 _OWNER_KINDS = {k.value: k for k in OwnerKind}
 _ACCOUNT_STATUSES = {k.value: k for k in AccountStatus}
@@ -267,6 +288,28 @@ def _entry(row: Row[Any], postings: tuple[Posting, ...]) -> JournalEntry:
         description=m["description"],
         metadata=tuple((k, v) for k, v in json.loads(m["metadata_json"])),
         fingerprint=m["fingerprint"], request_id=m["request_id"])
+
+
+def _statement_line(row: Sequence[Any]) -> tuple[Posting, JournalEntry]:
+    """A row of `_STATEMENT_PAGES`: a posted line, and its entry (without its postings)."""
+    (seq, index, account_id, side, amount, currency, debits_posted, credits_posted,
+     debits_pending, credits_pending, transfer_id, kind, recorded_ns, effective_date, pending_id,
+     reverses_id, expires_ns, description, metadata_json, fingerprint, request_id) = row
+    posting = Posting(seq, index, account_id, _SIDES[side], amount, currency, Effect.POST,
+                      Totals(debits_posted, credits_posted, debits_pending, credits_pending))
+    if isinstance(effective_date, str):  # SQLite keeps dates as ISO 8601 text
+        effective_date = date.fromisoformat(effective_date)
+    entry = JournalEntry(
+        seq=seq, transfer_id=transfer_id, kind=_KINDS[kind], recorded_ns=recorded_ns,
+        effective_date=effective_date, postings=(), pending_id=pending_id,
+        reverses_id=reverses_id, expires_ns=expires_ns, description=description,
+        metadata=tuple((k, v) for k, v in json.loads(metadata_json)), fingerprint=fingerprint,
+        request_id=request_id)
+    return posting, entry
+
+
+_SIDES = {s.value: s for s in Side}
+_KINDS = {k.value: k for k in TransferKind}
 
 
 def _metadata_json(metadata: tuple[tuple[str, str], ...]) -> str:
@@ -591,26 +634,20 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
 
     def statement(self, account_id: str, after_seq: int, after_index: int, limit: int,
                   from_ns: int | None, to_ns: int | None) -> list[tuple[Posting, JournalEntry]]:
-        p = t.postings.c
-        query = select(t.postings).where(
-            p.account_id == account_id, p.effect == "post",
-            # A row comparison, so both databases seek the index to the page's start.
-            tuple_(p.entry_seq, p.idx) > tuple_(literal(after_seq), literal(after_index)))
         # A time window is a window of positions (recorded times increase with positions), so
         # the walk of ix_postings_statement starts and stops at its edges.
+        params: dict[str, Any] = {"account": account_id, "after_seq": after_seq,
+                                  "after_index": after_index, "limit": limit}
         if from_ns is not None:
-            first = self._first_seq_at_or_after(from_ns)
-            if first is None:
+            params["first"] = self._first_seq_at_or_after(from_ns)
+            if params["first"] is None:
                 return []
-            query = query.where(p.entry_seq >= first)
         if to_ns is not None:
-            end = self._first_seq_at_or_after(to_ns)
-            if end is not None:
-                query = query.where(p.entry_seq < end)
-        rows = list(self.conn.execute(query.order_by(p.entry_seq, p.idx).limit(limit)))
-        headers = {row.seq: row for row in self.conn.execute(
-            select(t.entries).where(t.entries.c.seq.in_({r.entry_seq for r in rows})))}
-        return [(_posting(r), _entry(headers[r.entry_seq], ())) for r in rows]
+            params["end"] = self._first_seq_at_or_after(to_ns)
+            if params["end"] is None:
+                del params["end"]
+        query = _STATEMENT_PAGES[("first" in params, "end" in params)]
+        return [_statement_line(row) for row in self.conn.execute(query, params)]
 
     def iter_posted_lines(self, first_seq: int, last_seq: int, account_id: str | None = None
                           ) -> Generator[PostedLine, None, None]:
