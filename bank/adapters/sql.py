@@ -242,15 +242,17 @@ _STATEMENT_COLUMNS = (
 
 def _statement_page(first: bool, end: bool) -> Any:
     """A statement page: the account's posted lines after a position, each with its entry, in
-    one statement (a row comparison, so both databases seek ix_postings_statement to the
-    page's start), within a window of positions when asked."""
+    one statement. The page is cut first (a row comparison, so both databases seek
+    ix_postings_statement to its start), then joined to its entries by key: joined before the
+    cut, PostgreSQL chose a merge join that walked `entries` from the first position."""
     return text(
-        f"SELECT {_STATEMENT_COLUMNS} FROM postings p JOIN entries e ON e.seq = p.entry_seq "
-        "WHERE p.account_id = :account AND p.effect = 'post' "
-        "AND (p.entry_seq, p.idx) > (:after_seq, :after_index)"
-        + (" AND p.entry_seq >= :first" if first else "")
-        + (" AND p.entry_seq < :end" if end else "")
-        + " ORDER BY p.entry_seq, p.idx LIMIT :limit")
+        f"SELECT {_STATEMENT_COLUMNS} FROM (SELECT * FROM postings "
+        "WHERE account_id = :account AND effect = 'post' "
+        "AND (entry_seq, idx) > (:after_seq, :after_index)"
+        + (" AND entry_seq >= :first" if first else "")
+        + (" AND entry_seq < :end" if end else "")
+        + " ORDER BY entry_seq, idx LIMIT :limit) AS p "
+        "JOIN entries e ON e.seq = p.entry_seq ORDER BY p.entry_seq, p.idx")
 
 
 _STATEMENT_PAGES = {(first, end): _statement_page(first, end)
