@@ -32,7 +32,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, StatementError
 
 from bank.adapters import tables as t
 from bank.adapters.sql_loans import SqlLoanStore
@@ -240,17 +240,30 @@ _STATEMENT_COLUMNS = (
     "e.description, e.metadata_json, e.fingerprint, e.request_id")
 
 
+# The first position recorded at or after a time (uq_entries_recorded_ns).
+_FIRST_SEQ_AT = "(SELECT seq FROM entries WHERE recorded_ns >= :{} ORDER BY recorded_ns LIMIT 1)"
+
+
 def _statement_page(first: bool, end: bool) -> Any:
     """A statement page: the account's posted lines after a position, each with its entry, in
-    one statement. The page is cut first (a row comparison, so both databases seek
-    ix_postings_statement to its start), then joined to its entries by key: joined before the
-    cut, PostgreSQL chose a merge join that walked `entries` from the first position."""
+    one statement.
+
+    A time window [from, to) is a window of positions (recorded times increase with
+    positions), found in the same statement, so on the same snapshot: no line committed after
+    the window's end was looked up can slip in. The page is cut first (a row comparison, so both
+    databases seek ix_postings_statement to its start), then joined to its entries by key:
+    joined before the cut, PostgreSQL chose a merge join that walked `entries` from the first
+    position.
+    """
     return text(
         f"SELECT {_STATEMENT_COLUMNS} FROM (SELECT * FROM postings "
         "WHERE account_id = :account AND effect = 'post' "
         "AND (entry_seq, idx) > (:after_seq, :after_index)"
-        + (" AND entry_seq >= :first" if first else "")
-        + (" AND entry_seq < :end" if end else "")
+        # Nothing recorded at or after `from`: NULL, so no line.
+        + (f" AND entry_seq >= {_FIRST_SEQ_AT.format('from_ns')}" if first else "")
+        # Nothing recorded at or after `to`: every position is before it.
+        + (f" AND entry_seq < COALESCE({_FIRST_SEQ_AT.format('to_ns')}, {2**63 - 1})"
+           if end else "")
         + " ORDER BY entry_seq, idx LIMIT :limit) AS p "
         "JOIN entries e ON e.seq = p.entry_seq ORDER BY p.entry_seq, p.idx")
 
@@ -533,20 +546,31 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
         found: list[tuple[Any, ...]] = []
         try:
             if self.is_postgres:
-                cursor.execute(statement.format(keys="= ANY(%s)"), (list(keys),),
-                               prepare=False)
+                statement = statement.format(keys="= ANY(%s)")
+                cursor.execute(statement, (list(keys),), prepare=False)
                 found = cursor.fetchall()
             else:
+                template = statement
                 for chunk in _chunks(keys):
-                    marks = ", ".join("?" * len(chunk))
-                    cursor.execute(statement.format(keys=f"IN ({marks})"), chunk)
+                    statement = template.format(keys=f"IN ({', '.join('?' * len(chunk))})")
+                    cursor.execute(statement, chunk)
                     found.extend(cursor.fetchall())
         except dbapi_error as error:
-            raise DBAPIError.instance(statement, None, error, dbapi_error,
-                                      dialect=self.conn.dialect) from error
+            raise self._driver_error(statement, error, raw, cursor) from error
         finally:
             cursor.close()
         return found
+
+    def _driver_error(self, statement: str, error: Any, raw: Any, cursor: Any,
+                      ismulti: bool = False) -> StatementError:
+        """A driver error raised through the raw cursor, wrapped as SQLAlchemy wraps its own
+        (so `_translated` sees the same), a lost connection flagged as SQLAlchemy flags it."""
+        dialect = self.conn.dialect
+        wrapped: StatementError = DBAPIError.instance(
+            statement, None, error, dialect.loaded_dbapi.Error,
+            connection_invalidated=dialect.is_disconnect(error, raw, cursor), dialect=dialect,
+            ismulti=ismulti)
+        return wrapped
 
     def _raw_executemany(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
         """SQLite bulk writes: the DB-API cursor of this transaction's connection, with the
@@ -557,8 +581,7 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
         try:
             cursor.executemany(statement, rows)
         except dbapi_error as error:
-            raise DBAPIError.instance(statement, None, error, dbapi_error,
-                                      dialect=self.conn.dialect, ismulti=True) from error
+            raise self._driver_error(statement, error, raw, cursor, ismulti=True) from error
         finally:
             cursor.close()
 
@@ -636,19 +659,10 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
 
     def statement(self, account_id: str, after_seq: int, after_index: int, limit: int,
                   from_ns: int | None, to_ns: int | None) -> list[tuple[Posting, JournalEntry]]:
-        # A time window is a window of positions (recorded times increase with positions), so
-        # the walk of ix_postings_statement starts and stops at its edges.
         params: dict[str, Any] = {"account": account_id, "after_seq": after_seq,
-                                  "after_index": after_index, "limit": limit}
-        if from_ns is not None:
-            params["first"] = self._first_seq_at_or_after(from_ns)
-            if params["first"] is None:
-                return []
-        if to_ns is not None:
-            params["end"] = self._first_seq_at_or_after(to_ns)
-            if params["end"] is None:
-                del params["end"]
-        query = _STATEMENT_PAGES[("first" in params, "end" in params)]
+                                  "after_index": after_index, "limit": limit,
+                                  "from_ns": from_ns, "to_ns": to_ns}
+        query = _STATEMENT_PAGES[(from_ns is not None, to_ns is not None)]
         return [_statement_line(row) for row in self.conn.execute(query, params)]
 
     def iter_posted_lines(self, first_seq: int, last_seq: int, account_id: str | None = None
@@ -685,14 +699,6 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
         """
         row = self.conn.execute(_TOTALS_AS_OF, {"account": account_id, "at": as_of_ns}).first()
         return Totals(*row) if row is not None else Totals()
-
-    def _first_seq_at_or_after(self, at_ns: int) -> int | None:
-        """The position of the first entry recorded at or after `at_ns` (uq_entries_recorded_ns)."""
-        e = t.entries.c
-        seq: int | None = self.conn.execute(
-            select(e.seq).where(e.recorded_ns >= at_ns)
-            .order_by(e.recorded_ns).limit(1)).scalar_one_or_none()
-        return seq
 
     def trial_balance(self) -> list[tuple[str, str, int, int]]:
         # Summed in Python: SQLite's SUM() fails on int64 overflow, and the sum over many
@@ -772,12 +778,11 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
             yield _posting(row)
 
     def entries_out_of_time_order(self, limit: int) -> list[int]:
-        e = t.entries
-        before = e.alias("before")
-        return list(self.conn.execute(
-            select(e.c.seq).join(before, before.c.seq == e.c.seq - 1)
-            .where(e.c.recorded_ns <= before.c.recorded_ns)
-            .order_by(e.c.seq).limit(limit)).scalars())
+        rows = self.conn.execute(text(
+            "SELECT seq FROM (SELECT seq, recorded_ns, LAG(recorded_ns) OVER (ORDER BY seq) "
+            "AS before_ns FROM entries) AS ordered WHERE recorded_ns <= before_ns "
+            "ORDER BY seq LIMIT :limit"), {"limit": limit})
+        return [row[0] for row in rows]
 
 
 def _approval(row: Row[Any]) -> tuple[Approval, Decision | None]:

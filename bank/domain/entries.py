@@ -280,11 +280,15 @@ def _validate_spec(spec: TransferSpec, path: str, v: ViolationCollector) -> None
         v.add(f"{path}.reverses_transfer", "is required for a reversal")
     if kind is not TransferKind.REVERSAL and spec.reverses_id:
         v.add(f"{path}.reverses_transfer", "is only allowed on a reversal")
+    if type(spec.timeout_seconds) is not int or spec.timeout_seconds < 0:
+        v.add(f"{path}.timeout_seconds", "must be a whole number of seconds, not negative")
     if kind is not TransferKind.PENDING and spec.timeout_seconds:
         v.add(f"{path}.timeout_seconds", "is only allowed on a pending transfer")
     seen: dict[str, Side] = {}
     for j, line in enumerate(spec.postings):
-        if not 0 < line.amount <= AMOUNT_MINOR_MAX:
+        # `type() is int`: a bool is an int to Python but not to the canonical JSON of the
+        # transfer's fingerprint (the gRPC edge only ever gives ints; Python callers might not).
+        if type(line.amount) is not int or not 0 < line.amount <= AMOUNT_MINOR_MAX:
             v.add(f"{path}.postings[{j}].amount",
                   f"must be greater than zero and at most {AMOUNT_MINOR_MAX} minor units")
         previous = seen.setdefault(line.account_id, line.side)

@@ -13,7 +13,14 @@ the rows it checks by primary key (`LATERAL`, so the plan cannot become a scan o
 table). The checks run at the end of the statement rather than per row; a statement that breaks
 either rule still fails whole, and the transaction with it.
 
-SQLite has no statement triggers; its row triggers stay as they are.
+Each statement trigger also takes the ledger head's row (a no-op UPDATE, as every writer of
+the application updates it), which the row triggers could not afford: so two transactions that
+write postings and entries by hand are serialised, and a posting cannot join an entry that
+another transaction recorded but had not committed when the check ran (READ COMMITTED waits
+for it and then sees it; REPEATABLE READ fails with a serialisation error).
+
+SQLite has no statement triggers; its row triggers stay as they are (SQLite has one writer at a
+time).
 
 Revision ID: 0009
 Revises: 0008
@@ -30,12 +37,15 @@ branch_labels = None
 depends_on = None
 
 CLOSED = "postings of a recorded entry are closed"
+# Take the ledger head's row for the rest of the transaction (see above).
+SERIALISE = "UPDATE ledger_head SET next_seq = next_seq WHERE id = 1;"
 
 UPGRADE = [
     "DROP TRIGGER postings_closed ON postings",
     "DROP FUNCTION bank_postings_closed()",
     f"""CREATE FUNCTION bank_postings_closed() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
+          {SERIALISE}
           IF EXISTS (SELECT 1 FROM new_postings n,
                      LATERAL (SELECT 1 FROM entries e WHERE e.seq = n.entry_seq) found) THEN
             RAISE EXCEPTION '{CLOSED}' USING ERRCODE = 'integrity_constraint_violation';
@@ -47,10 +57,11 @@ UPGRADE = [
     "FOR EACH STATEMENT EXECUTE FUNCTION bank_postings_closed()",
     "DROP TRIGGER entries_balanced ON entries",
     "DROP FUNCTION bank_entry_balanced()",
-    """CREATE FUNCTION bank_entry_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
+    f"""CREATE FUNCTION bank_entry_balanced() RETURNS trigger LANGUAGE plpgsql AS $$
         DECLARE
           bad text;
         BEGIN
+          {SERIALISE}
           SELECT n.transfer_id INTO bad
             FROM new_entries n,
                  LATERAL (SELECT COALESCE(SUM(g.lines), 0) AS lines,

@@ -7,6 +7,7 @@ refused and that the rows involved are exactly as they were.
 
 from __future__ import annotations
 
+import threading
 from datetime import date
 from typing import Any
 
@@ -196,6 +197,39 @@ def test_postings_inserted_at_once_are_refused_whole_if_one_joins_a_recorded_ent
     joins_entry_1 = second.replace("VALUES (3, 1,", "VALUES (1, 2,")
     values = joins_entry_1[joins_entry_1.index("VALUES") + len("VALUES"):]
     refused(ledger, f"{first}, {values}", match="postings of a recorded entry are closed")
+
+
+def test_a_posting_cannot_join_an_entry_another_transaction_is_recording(ledger):
+    """Two hand-written transactions: the first records entry 3 (balanced) and has not
+    committed; the second adds a posting to position 3. The guards take the ledger head (as
+    every writer does), so the second waits for the first, then sees entry 3 and is refused:
+    the entry stays balanced. (SQLite has one writer at a time: the second could not start.)"""
+    if ledger.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers itself")
+    block = hand_entry([("cash", "D", 5, "post"), ("shop", "C", 5, "post")])
+    late_posting = block.split(";")[0].replace("VALUES (3, 0,", "VALUES (3, 2,")
+    outcome: dict[str, BaseException | None] = {}
+
+    def second() -> None:
+        try:
+            with ledger.begin() as conn:
+                conn.execute(text(late_posting))
+            outcome["error"] = None
+        except DBAPIError as error:
+            outcome["error"] = error
+
+    with ledger.begin() as conn:
+        for statement in block.split(";"):
+            conn.execute(text(statement), {"ns": 10**19 // 2, "day": date(2026, 1, 1)})
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(timeout=1.0)
+        assert thread.is_alive(), "the second transaction should wait for the first"
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert outcome["error"] is not None
+    assert "postings of a recorded entry are closed" in str(outcome["error"])
+    assert [r[1] for r in rows(ledger, "postings") if r[0] == 3] == [0, 1]
 
 
 @pytest.mark.parametrize("amount", [0, -5])

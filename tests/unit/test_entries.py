@@ -249,3 +249,16 @@ def test_a_transfers_fingerprint_is_the_canonical_hash_of_its_body(spec):
     """The fingerprint's hand-written JSON must hash exactly as `canonical_hash(_body())`:
     stored fingerprints decide whether a replayed transfer id means the same transfer."""
     assert spec.fingerprint() == canonical_hash(spec._body())
+
+
+def test_an_amount_or_timeout_that_is_not_a_plain_int_is_refused():
+    """A bool is an int to Python but not to a fingerprint's canonical JSON (true, not 1): only
+    Python callers could send one, and they are refused like anyone else."""
+    assert fields([posted(amount=True)]) == ["transfers[0].postings[0].amount",
+                                             "transfers[0].postings[1].amount"]
+    hold = TransferSpec("h", TransferKind.PENDING, (line("cash", D, 5), line("alice", C, 5)),
+                        timeout_seconds=True)
+    assert fields([hold]) == ["transfers[0].timeout_seconds"]
+    negative = TransferSpec("h", TransferKind.PENDING, (line("cash", D, 5), line("alice", C, 5)),
+                            timeout_seconds=-1)
+    assert fields([negative]) == ["transfers[0].timeout_seconds"]
