@@ -65,7 +65,7 @@ def check_ledger(uow: UnitOfWork, progress: Callable[[int], None] | None = None)
             net[account.currency] += account.totals.debits_posted - account.totals.credits_posted
         report.problems += [f"trial balance off by {n} minor units in {c}"
                             for c, n in sorted(net.items()) if n]
-        report.problems += [f"entry {seq} is not recorded after entry {seq - 1}"
+        report.problems += [f"entry {seq} is not recorded after the entry before it"
                             for seq in r.entries_out_of_time_order(PROBLEMS_LISTED)]
         last = r.entries_after(head.next_seq - 2, 2) if head.next_seq > 1 else []
         if head.next_seq > 1 and (not last or last[-1].seq != head.next_seq - 1):

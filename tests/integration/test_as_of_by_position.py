@@ -101,4 +101,4 @@ def test_the_ledger_check_names_an_entry_recorded_before_the_one_before_it(engin
             conn.execute(text("DROP TRIGGER entries_no_update"))
             conn.execute(text("UPDATE entries SET recorded_ns = 1 WHERE seq = 5"))
     report = check_ledger(uow)
-    assert report.problems == ["entry 5 is not recorded after entry 4"]
+    assert report.problems == ["entry 5 is not recorded after the entry before it"]
