@@ -35,7 +35,7 @@ contracts: $(STAMP)
 	$(BIN)/lint-imports
 
 test: $(STAMP) ensure-postgres protos-check lint typecheck contracts
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache .hypothesis
