@@ -92,6 +92,10 @@ class InMemoryLedger:
                    ) -> Generator[AuditLeaf, None, None]:
         yield from self.s.audit[start:stop]
 
+    @contextmanager
+    def write_behind(self) -> Iterator[None]:
+        yield  # in memory, every write lands at once
+
     def audit_index_at(self, recorded_ns: int) -> int:
         return sum(1 for leaf in self.s.audit if leaf.recorded_ns < recorded_ns)
 

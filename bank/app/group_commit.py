@@ -205,10 +205,11 @@ def _group_once(uow: UnitOfWork, clock: Clock, requests: list[TransferRequest],
         if late:
             raise _LateRequests(late)
         tx.insert_entries(engine.new_entries)
-        tx.save_account_totals(engine.touched_accounts)
-        tx.append_audit(leaves)
-        tx.save_requests(list(saved.values()))
-        tx.save_head(head)
+        with tx.write_behind():
+            tx.save_account_totals(engine.touched_accounts)
+            tx.append_audit(leaves)
+            tx.save_requests(list(saved.values()))
+            tx.save_head(head)
     assert all(o is not None for o in outcomes)
     return [o for o in outcomes if o is not None]
 

@@ -224,6 +224,10 @@ class LedgerWriter(LedgerReader, Protocol):
 
     def append_audit(self, leaves: Sequence[AuditLeaf]) -> None: ...
 
+    def write_behind(self) -> AbstractContextManager[None]:
+        """Writes made inside may reach the database together when the block ends (one round
+        trip); their errors are raised there at the latest. Only writes belong inside."""
+
     def insert_approval(self, approval: Approval) -> None: ...
 
     def insert_decision(self, decision: Decision) -> None: ...

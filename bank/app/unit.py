@@ -176,10 +176,11 @@ def _attempt(uow: UnitOfWork, clock: Clock, command: Command, handler: Handler[R
             error = failure
         outcome_json = outcome_of(result, error)
         leaf, head = audit_leaf(head, now_ns, command, fingerprint, outcome_json, ctx.effects)
-        tx.append_audit([leaf])
-        tx.save_request(StoredRequest(command.request_id, command.method, fingerprint,
-                                      outcome_json, now_ns))
-        tx.save_head(head)
+        with tx.write_behind():
+            tx.append_audit([leaf])
+            tx.save_request(StoredRequest(command.request_id, command.method, fingerprint,
+                                          outcome_json, now_ns))
+            tx.save_head(head)
         if deadline is not None and time.monotonic() > deadline:
             # The caller has given up: roll back rather than commit behind its back. (A commit
             # can still land in the instant after this check: DEADLINE_EXCEEDED means "outcome

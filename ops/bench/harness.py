@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -173,6 +174,14 @@ def fresh_database(kind: str, workdir: Path) -> Database:
     return Database(kind, f"postgresql://postgres@127.0.0.1:5432/{name}", name)
 
 
+def free_port() -> int:
+    """A loopback port free right now (for the server's metrics page, which takes no 0)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
 # -- the server -----------------------------------------------------------------------------------
 @dataclass
 class Server:
@@ -183,6 +192,7 @@ class Server:
     workdir: Path
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
+    metrics_url: str = ""
     log_path: Path = field(default_factory=Path)
 
     @property
@@ -205,16 +215,19 @@ class Server:
                "BANK_LOG_LEVEL": os.environ.get("BENCH_SERVER_LOG_LEVEL", "INFO")}
         env.pop("BANK_CONFIG", None)
         command = [*bank_command(), "--database-url", self.db.url, "--plaintext-dev", "serve",
-                   "--host", "127.0.0.1", "--port", "0", "--metrics-port", "0",
+                   "--host", "127.0.0.1", "--port", "0", "--metrics-port", str(free_port()),
                    "--keys-dir", str(self.keys_dir), "--log-format", "json"]
         with out.open("wb") as stdout, self.log_path.open("wb") as stderr:
             self.process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env,
                                             cwd=self.workdir)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            match = re.search(r"serving on 127\.0\.0\.1:(\d+)", out.read_text(errors="replace"))
+            printed = out.read_text(errors="replace")
+            match = re.search(r"serving on 127\.0\.0\.1:(\d+)", printed)
+            metrics = re.search(r"Prometheus metrics on (http://\S+/metrics)", printed)
             if match:
                 self.port = int(match.group(1))
+                self.metrics_url = metrics.group(1) if metrics else ""
                 break
             if self.process.poll() is not None:
                 raise BenchError(f"the server exited with {self.process.returncode}: "
@@ -241,6 +254,21 @@ class Server:
                     pass
                 time.sleep(0.1)
         raise BenchError("the server never reported SERVING")
+
+    def group_commits(self) -> tuple[float, float]:
+        """(groups committed, CreateTransfers requests in them) so far, from the server's own
+        `bank_group_commit_requests` histogram; (0, 0) if the metrics page cannot be read."""
+        import urllib.request
+
+        if not self.metrics_url:
+            return 0.0, 0.0
+        try:
+            with urllib.request.urlopen(self.metrics_url, timeout=5) as reply:
+                text = reply.read().decode()
+        except OSError:
+            return 0.0, 0.0
+        found = dict(re.findall(r"^bank_group_commit_requests_(count|sum) (\S+)$", text, re.M))
+        return float(found.get("count", 0)), float(found.get("sum", 0))
 
     def peak_mb(self) -> float:
         return status_kb(self.pid, "VmHWM") / 1024

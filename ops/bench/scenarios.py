@@ -271,10 +271,14 @@ def run_load(bench: Bench, server: Server, *, mode: str, kind: str, concurrency:
     futures = [bench.pool.submit(load.run_phase, phase) for phase in phases]
     time.sleep(max(0.0, start_at - time.time()))
     server.reset_peak()
+    groups_before = server.group_commits()
     meter = Meter(server.pid, server.db.name).start()
     outcomes = [f.result() for f in futures]
     reading = meter.stop()
     peak = server.peak_mb()
+    groups_after = server.group_commits()
+    reading["groups"] = groups_after[0] - groups_before[0]
+    reading["grouped_requests"] = groups_after[1] - groups_before[1]
     errors: dict[str, int] = {}
     failures: dict[str, int] = {}
     seen_details: dict[str, str] = {}
@@ -306,6 +310,9 @@ def load_row(scenario: str, db: str, phase: str, m: Merged, meter: dict[str, flo
     if m.dropped:
         errors["client-dropped"] = m.dropped
     note = f"{m.ok} calls"
+    if meter.get("groups"):
+        per_group = meter["grouped_requests"] / meter["groups"]
+        note += f"; {meter['groups']:,.0f} commits of {per_group:.1f} requests"
     if m.lag_max_s > 0.05:
         note += f"; client fell {m.lag_max_s * 1000:.0f} ms behind schedule"
     return Row(scenario, db, phase, offered=offered, accepted=f"{m.throughput:,.0f}{unit}",
