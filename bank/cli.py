@@ -8,6 +8,7 @@ prints its status code and reason and exits 1. Nothing prints a stack trace for 
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -104,6 +105,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     running = start_server(uow, host=settings.host, port=settings.port, clock=SystemClock(),
                            credentials=credentials, resolver=resolver,
                            keys=KeyRing(Path(settings.keys_dir)), metrics_address=metrics)
+    _tune_gc()
     address = f"{settings.host}:{running.port}"
     flags = "" if address == DEFAULT_SERVER else f" --server {address}"
     if settings.plaintext_dev:
@@ -154,6 +156,24 @@ def _tls(pki_dir: Path) -> tuple[Any, Any]:
         created = Pki(pki_dir).ensure_demo()
         print(f"Created development PKI in {pki_dir}: {', '.join(created)}", flush=True)
     return tls_credentials(pki_dir)
+
+
+# Allocations between collections of the youngest generation (CPython's default is 700). A
+# 1,000-transfer batch allocates hundreds of thousands of objects, and at the default every
+# few hundred set off a collection; measured in-process on PostgreSQL, a group of 2,000
+# transfers cost the writer 333 ms of CPU at the default, 292 ms at this, 279 ms with no
+# collector at all.
+GC_GEN0_THRESHOLD = 20_000
+
+
+def _tune_gc() -> None:
+    """For a long-running server: what is alive once it is serving (modules, descriptors, the
+    engine) will live as long as the process, so the collector stops scanning it (`freeze`),
+    and young objects are collected less often."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, older, oldest)
 
 
 def _seed(uow: Any) -> None:
