@@ -75,9 +75,22 @@ class TransferRequest:
     request_id: str
     specs: list[TransferSpec]
     deadline: float | None = None
+    _command: Command | None = field(default=None, init=False, compare=False, repr=False)
+    _fingerprint: str = field(default="", init=False, compare=False, repr=False)
 
     def command(self) -> Command:
-        return transfers_command(self.principal, self.request_id, self.specs)
+        if self._command is None:
+            object.__setattr__(self, "_command",
+                               transfers_command(self.principal, self.request_id, self.specs))
+        assert self._command is not None
+        return self._command
+
+    def fingerprint(self) -> str:
+        """The command's fingerprint, computed once (`GroupCommitter.submit` has the caller's
+        thread compute it, and every transfer's, so the writer does not)."""
+        if not self._fingerprint:
+            object.__setattr__(self, "_fingerprint", self.command().fingerprint())
+        return self._fingerprint
 
     def remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -153,7 +166,7 @@ def _group_once(uow: UnitOfWork, clock: Clock, requests: list[TransferRequest],
     if not live:
         return [o for o in outcomes if o is not None]
     commands = {i: requests[i].command() for i in live}
-    fingerprints = {i: commands[i].fingerprint() for i in live}
+    fingerprints = {i: requests[i].fingerprint() for i in live}
     with uow.write(_group_timeout([requests[i] for i in live])) as tx:
         head = tx.lock_head()
         stored = tx.find_requests([requests[i].request_id for i in live])
@@ -264,6 +277,7 @@ class GroupCommitter:
         request id to learn it).
         """
         validate_specs(request.specs)
+        request.fingerprint()  # here, on the caller's thread, rather than in the writer
         if self._closed.is_set():
             raise Unavailable("SHUTTING_DOWN", "the server is shutting down; retry with the "
                               "same request_id")
