@@ -1,4 +1,5 @@
-"""SQL storage: engine set-up, the unit of work and the ledger repository (SQLAlchemy Core).
+"""SQL storage: engine set-up, the unit of work and the ledger repository (SQLAlchemy Core; the
+statements of the write path through the driver's cursor, see `SqlLedger._raw`).
 
 Concurrency. Every write transaction first locks the single `ledger_head` row (`SELECT ... FOR
 UPDATE` on PostgreSQL, `BEGIN IMMEDIATE` on SQLite). Writers are therefore serialised, which
