@@ -171,6 +171,8 @@ def _tune_gc() -> None:
     engine) will live as long as the process, so the collector stops scanning it (`freeze`),
     and young objects are collected less often."""
     gc.collect()
+    # Anything frozen that later becomes garbage in a cycle is never collected: start-up
+    # objects are meant to live as long as the process, so that is a few at most.
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(GC_GEN0_THRESHOLD, older, oldest)

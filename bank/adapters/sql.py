@@ -207,6 +207,7 @@ _PG_SAVE_TOTALS = (
     "credits_pending = v.cq FROM (SELECT unnest(%b::text[]) AS id, unnest(%b::bigint[]) AS dp, "
     "unnest(%b::bigint[]) AS cp, unnest(%b::bigint[]) AS dq, unnest(%b::bigint[]) AS cq) AS v "
     "WHERE accounts.account_id = v.id")
+_PIPELINED = "(one of the pipelined writes)"
 _SQLITE_SAVE_TOTALS = (
     "UPDATE accounts SET debits_posted = ?, credits_posted = ?, debits_pending = ?, "
     "credits_pending = ? WHERE account_id = ?")
@@ -369,6 +370,7 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
     def __init__(self, conn: Connection, is_postgres: bool) -> None:
         self.conn = conn
         self.is_postgres = is_postgres
+        self._pipelined = False  # inside `write_behind` (PostgreSQL)
 
     def _in(self, column: Any, keys: Sequence[Any]) -> Any:
         return column.in_(keys)
@@ -378,10 +380,13 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
 
     # -- head and requests ----------------------------------------------------------------------
     def head(self) -> Head:
-        return Head(*self._raw(_HEAD, fetch=True)[0])
+        return self._head(_HEAD)
 
     def lock_head(self) -> Head:
-        rows = self._raw(_HEAD + " FOR UPDATE" if self.is_postgres else _HEAD, fetch=True)
+        return self._head(_HEAD + " FOR UPDATE" if self.is_postgres else _HEAD)
+
+    def _head(self, statement: str) -> Head:
+        rows = self._raw(statement, fetch=True)
         ensure(bool(rows), "the ledger head row is missing: run `bank db upgrade`")
         return Head(*rows[0])
 
@@ -425,18 +430,22 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
     @contextmanager
     def write_behind(self) -> Iterator[None]:
         """Writes made inside reach the database together (PostgreSQL: one pipeline, so one
-        round trip instead of one per statement); a database error among them is raised when
-        the block ends, and the transaction must then be rolled back. Other databases: as
-        without."""
+        round trip instead of one per statement). A database error among them is raised by a
+        later write of the block or when it ends, whichever comes first, labelled as one of
+        the pipelined writes (not as the statement that happened to raise it); the transaction
+        must then be rolled back. Other databases: as without."""
         if not self.is_postgres:
             yield
             return
         raw: Any = self.conn.connection.dbapi_connection
+        self._pipelined = True
         try:
             with raw.pipeline():
                 yield
         except self.conn.dialect.loaded_dbapi.Error as error:
-            raise self._driver_error("(pipelined writes)", error, raw, None) from error
+            raise self._driver_error(_PIPELINED, error, raw, None) from error
+        finally:
+            self._pipelined = False
 
     # -- approvals ------------------------------------------------------------------------------
     def _approvals_query(self) -> Any:
@@ -613,7 +622,8 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
             cursor.execute(statement, params)
             return cursor.fetchall() if fetch else []
         except dbapi_error as error:
-            raise self._driver_error(statement, error, raw, cursor) from error
+            label = _PIPELINED if self._pipelined else statement
+            raise self._driver_error(label, error, raw, cursor) from error
         finally:
             cursor.close()
 

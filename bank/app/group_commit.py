@@ -69,7 +69,8 @@ Outcome = BatchResult | BaseException
 @dataclass(frozen=True, slots=True)
 class TransferRequest:
     """One CreateTransfers call, validated. `deadline` is a `time.monotonic()` reading after
-    which the caller has given up (None: no deadline)."""
+    which the caller has given up (None: no deadline). `specs` must not change once the request
+    is made: its command and fingerprint are computed once and kept."""
 
     principal: Principal
     request_id: str

@@ -225,8 +225,9 @@ class LedgerWriter(LedgerReader, Protocol):
     def append_audit(self, leaves: Sequence[AuditLeaf]) -> None: ...
 
     def write_behind(self) -> AbstractContextManager[None]:
-        """Writes made inside may reach the database together when the block ends (one round
-        trip); their errors are raised there at the latest. Only writes belong inside."""
+        """Writes made inside may reach the database together (one round trip); an error of
+        one of them is raised by a later one or when the block ends at the latest. Only writes
+        belong inside."""
 
     def insert_approval(self, approval: Approval) -> None: ...
 

@@ -255,18 +255,18 @@ class Server:
                 time.sleep(0.1)
         raise BenchError("the server never reported SERVING")
 
-    def group_commits(self) -> tuple[float, float]:
+    def group_commits(self) -> tuple[float, float] | None:
         """(groups committed, CreateTransfers requests in them) so far, from the server's own
-        `bank_group_commit_requests` histogram; (0, 0) if the metrics page cannot be read."""
+        `bank_group_commit_requests` histogram; None if the metrics page cannot be read."""
         import urllib.request
 
         if not self.metrics_url:
-            return 0.0, 0.0
+            return None
         try:
             with urllib.request.urlopen(self.metrics_url, timeout=5) as reply:
                 text = reply.read().decode()
         except OSError:
-            return 0.0, 0.0
+            return None
         found = dict(re.findall(r"^bank_group_commit_requests_(count|sum) (\S+)$", text, re.M))
         return float(found.get("count", 0)), float(found.get("sum", 0))
 

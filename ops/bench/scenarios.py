@@ -269,16 +269,17 @@ def run_load(bench: Bench, server: Server, *, mode: str, kind: str, concurrency:
             count=(count // procs + (1 if p < count % procs else 0)) if count else 0,
             rate=rate / procs, batch=batch, seed=random.randrange(1 << 30)))
     futures = [bench.pool.submit(load.run_phase, phase) for phase in phases]
+    groups_before = server.group_commits()  # before the first call of the phase
     time.sleep(max(0.0, start_at - time.time()))
     server.reset_peak()
-    groups_before = server.group_commits()
     meter = Meter(server.pid, server.db.name).start()
     outcomes = [f.result() for f in futures]
     reading = meter.stop()
     peak = server.peak_mb()
     groups_after = server.group_commits()
-    reading["groups"] = groups_after[0] - groups_before[0]
-    reading["grouped_requests"] = groups_after[1] - groups_before[1]
+    if groups_before is not None and groups_after is not None:  # else say nothing of them
+        reading["groups"] = groups_after[0] - groups_before[0]
+        reading["grouped_requests"] = groups_after[1] - groups_before[1]
     errors: dict[str, int] = {}
     failures: dict[str, int] = {}
     seen_details: dict[str, str] = {}
@@ -310,7 +311,7 @@ def load_row(scenario: str, db: str, phase: str, m: Merged, meter: dict[str, flo
     if m.dropped:
         errors["client-dropped"] = m.dropped
     note = f"{m.ok} calls"
-    if meter.get("groups"):
+    if meter.get("groups", 0) > 0:
         per_group = meter["grouped_requests"] / meter["groups"]
         note += f"; {meter['groups']:,.0f} commits of {per_group:.1f} requests"
     if m.lag_max_s > 0.05:

@@ -47,3 +47,20 @@ def test_a_refusal_among_the_closing_writes_fails_the_transaction_and_commits_no
             # The head's guard refuses this: it would move the audit size backwards.
             tx.save_head(Head(head.next_seq, head.last_recorded_ns, head.audit_size - 1))
     assert _snapshot(uow) == before  # neither the leaf, nor the request, nor the head
+
+
+def test_a_refusal_early_among_the_closing_writes_fails_them_all(uow, clock):
+    create_accounts(uow, clock, SYSTEM, "accounts", [
+        AccountSpec("cash", "GBP", AccountType.ASSET, "1000", OwnerKind.BANK, "bank")])
+    before = _snapshot(uow)
+    with pytest.raises(DBAPIError) as raised, uow.write() as tx:
+        head = tx.lock_head()
+        with tx.write_behind():
+            # The first write fails (that audit index is taken); the later ones were sent too.
+            tx.append_audit([AuditLeaf(head.audit_size - 1, 7, b"leaf", b"h" * 32)])
+            tx.save_requests([StoredRequest("late", "CreateTransfers", "f" * 64, "{}", 7)])
+            tx.save_head(Head(head.next_seq, max(head.last_recorded_ns, 7), head.audit_size + 1))
+    if uow.is_postgres:  # named as one of the pipelined writes, not as a later statement
+        assert "(one of the pipelined writes)" in str(raised.value)
+        assert "audit_log" in str(raised.value.orig)
+    assert _snapshot(uow) == before
