@@ -131,10 +131,9 @@ class SqlUnitOfWork:
     def _set_timeout(self, conn: Connection, timeout_s: float | None) -> None:
         """Propagate the caller's remaining deadline to the database (PostgreSQL)."""
         if self.is_postgres and timeout_s is not None:
-            ms = max(1, int(timeout_s * 1000))
-            # Both as SET LOCAL would (is_local = true), in one round trip.
-            conn.exec_driver_sql(f"SELECT set_config('statement_timeout', '{ms}', true), "
-                                 f"set_config('lock_timeout', '{ms}', true)")
+            ms = str(max(1, int(timeout_s * 1000)))
+            # Both as SET LOCAL would (is_local = true), in one round trip, through the driver.
+            SqlLedger(conn, is_postgres=True)._raw(_SET_TIMEOUTS, (ms, ms))
 
 
 # PostgreSQL SQLSTATEs that mean "try again": serialisation failure, deadlock, lock timeout
@@ -208,6 +207,8 @@ _PG_SAVE_TOTALS = (
     "unnest(%b::bigint[]) AS cp, unnest(%b::bigint[]) AS dq, unnest(%b::bigint[]) AS cq) AS v "
     "WHERE accounts.account_id = v.id")
 _PIPELINED = "(one of the pipelined writes)"
+_SET_TIMEOUTS = ("SELECT set_config('statement_timeout', %s, true), "
+                 "set_config('lock_timeout', %s, true)")
 _SQLITE_SAVE_TOTALS = (
     "UPDATE accounts SET debits_posted = ?, credits_posted = ?, debits_pending = ?, "
     "credits_pending = ? WHERE account_id = ?")
