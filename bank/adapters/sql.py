@@ -613,33 +613,30 @@ class SqlLedger(SqlMemberStore, SqlLoanStore, SqlPoolStore):
     def _raw(self, statement: str, params: Sequence[Any] = (), fetch: bool = False
              ) -> list[tuple[Any, ...]]:
         """One statement through this transaction's driver connection (`%s` placeholders, `?`
-        on SQLite), its rows if `fetch`; errors wrapped as SQLAlchemy wraps its own."""
+        on SQLite), its rows if `fetch`; errors wrapped as SQLAlchemy wraps its own (so
+        `_translated` sees the same)."""
+        return self._through_driver(statement, params, fetch=fetch, many=False)
+
+    def _raw_executemany(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
+        """One statement for each of `rows` (SQLite bulk writes), as `_raw`."""
+        self._through_driver(statement, rows, fetch=False, many=True)
+
+    def _through_driver(self, statement: str, params: Sequence[Any], *, fetch: bool,
+                        many: bool) -> list[tuple[Any, ...]]:
         raw: Any = self.conn.connection.dbapi_connection
         dbapi_error = self.conn.dialect.loaded_dbapi.Error
         if not self.is_postgres:
             statement = statement.replace("%s", "?")
         cursor = raw.cursor()
         try:
+            if many:
+                cursor.executemany(statement, params)
+                return []
             cursor.execute(statement, params)
             return cursor.fetchall() if fetch else []
         except dbapi_error as error:
             label = _PIPELINED if self._pipelined else statement
-            raise self._driver_error(label, error, raw, cursor) from error
-        finally:
-            cursor.close()
-
-    def _raw_executemany(self, statement: str, rows: list[tuple[Any, ...]]) -> None:
-        """SQLite bulk writes: the DB-API cursor of this transaction's connection, with the
-        driver's errors wrapped as SQLAlchemy wraps them (so `_translated` sees the same)."""
-        raw: Any = self.conn.connection.dbapi_connection
-        dbapi_error = self.conn.dialect.loaded_dbapi.Error
-        if not self.is_postgres:
-            statement = statement.replace("%s", "?")
-        cursor = raw.cursor()
-        try:
-            cursor.executemany(statement, rows)
-        except dbapi_error as error:
-            raise self._driver_error(statement, error, raw, cursor, ismulti=True) from error
+            raise self._driver_error(label, error, raw, cursor, ismulti=many) from error
         finally:
             cursor.close()
 
