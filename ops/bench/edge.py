@@ -94,14 +94,9 @@ async def _drive_health(phase: HealthPhase) -> HealthOutcome:
     from grpc_health.v1 import health_pb2
 
     out = HealthOutcome()
-    channels = [grpc.aio.insecure_channel(phase.target, options=[("grpc.channel_id", i)])
-                for i in range(2)]
-    calls = [ch.unary_unary(HEALTH_CHECK,
-                            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-                            response_deserializer=health_pb2.HealthCheckResponse.FromString)
-             for ch in channels]
-    for ch in channels:
-        await ch.channel_ready()
+    channels, calls = await load.unary_callers(phase.target, 2, HEALTH_CHECK,
+                                               health_pb2.HealthCheckRequest,
+                                               health_pb2.HealthCheckResponse)
     request = health_pb2.HealthCheckRequest()
     await asyncio.sleep(max(0.0, phase.start_at - time.time()))
     cpu0 = time.process_time()

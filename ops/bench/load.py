@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +123,23 @@ def _request(pb: Any, phase: Phase, n: int, rng: random.Random) -> Any:
                                      transfers=[transfer(pb, prefix, member(a), credit)])
 
 
+async def unary_callers(target: str, count: int, method: str, request_type: Any,
+                        response_type: Any, options: Sequence[tuple[str, Any]] = ()
+                        ) -> tuple[list[Any], list[Any]]:
+    """`count` separate grpc.aio channels to `target`, ready, and a unary caller of `method`
+    on each (separate channels: one HTTP/2 connection each, as several clients would have)."""
+    import grpc
+
+    channels = [grpc.aio.insecure_channel(target, options=[*options, ("grpc.channel_id", i)])
+                for i in range(count)]
+    calls = [ch.unary_unary(method, request_serializer=request_type.SerializeToString,
+                            response_deserializer=response_type.FromString)
+             for ch in channels]
+    for ch in channels:
+        await ch.channel_ready()
+    return channels, calls
+
+
 async def _drive(phase: Phase) -> Outcome:
     import grpc
 
@@ -129,15 +147,9 @@ async def _drive(phase: Phase) -> Outcome:
 
     rng = random.Random(phase.seed * 1_000 + phase.proc)
     out = Outcome()
-    channels = [grpc.aio.insecure_channel(
-        phase.target, options=[*CHANNEL_OPTIONS, ("grpc.channel_id", i)])
-        for i in range(phase.channels)]
-    calls = [ch.unary_unary(CREATE_TRANSFERS,
-                            request_serializer=pb.CreateTransfersRequest.SerializeToString,
-                            response_deserializer=pb.CreateTransfersResponse.FromString)
-             for ch in channels]
-    for ch in channels:
-        await ch.channel_ready()
+    channels, calls = await unary_callers(phase.target, phase.channels, CREATE_TRANSFERS,
+                                          pb.CreateTransfersRequest, pb.CreateTransfersResponse,
+                                          CHANNEL_OPTIONS)
     metadata = (("x-bank-principal", PRINCIPAL),)
     counter = iter(range(1 << 62))
 
